@@ -1,0 +1,117 @@
+"""Reading images and masks, and the benchmark inputs of ``BENCHMARKS.md``.
+
+Reading only: nothing here writes files or prints.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _open(path: str) -> Image.Image:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no such image file: {path}")
+  try:
+    im = Image.open(path)
+    im.load()
+  except Exception as e:  # PIL raises several types for unreadable files
+    raise ValueError(f"cannot read {path} as an image: {e}") from e
+  return im
+
+
+def to_float(im: Image.Image, gray: bool = False) -> np.ndarray:
+  """A PIL image as float32 (H, W, 3) in [0, 1] ((H, W, 1) when ``gray``)."""
+  if gray:
+    return (np.asarray(im.convert("L"), np.float32) / 255.0)[:, :, None]
+  return np.asarray(im.convert("RGB"), np.float32) / 255.0
+
+
+def load_image(path: str, size: Optional[tuple[int, int]] = None,
+               keep_gray: bool = True) -> np.ndarray:
+  """Loads an image as float32 (H, W, C) in [0, 1].
+
+  Gray images give one channel when ``keep_gray``; ``size`` = (W, H)
+  resizes with Lanczos as the benchmark protocol does.
+  """
+  im = _open(path)
+  gray = keep_gray and im.mode in ("L", "I", "I;16", "F", "1", "LA")
+  if size is not None:
+    im = im.convert("L" if gray else "RGB").resize(size, Image.LANCZOS)
+  return to_float(im, gray)
+
+
+def load_mask(path: str, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+  """Loads a mask as float32 (H, W) with 1 = known pixel (``> 0.5``)."""
+  im = _open(path).convert("L")
+  if size is not None:
+    im = im.resize(size, Image.NEAREST)
+  return (np.asarray(im, np.float32) / 255.0 > 0.5).astype(np.float32)
+
+
+def from_uint8(a: np.ndarray) -> np.ndarray:
+  return np.asarray(a, np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------
+# The cpu-small profile of BENCHMARKS.md (v1)
+# ---------------------------------------------------------------------------
+
+BENCHMARK_TASKS = ("denoise", "sr", "inpaint1", "inpaint2", "vase", "flash")
+
+
+def _dip(data_dir: str, name: str) -> str:
+  path = os.path.join(data_dir, "dip", name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"benchmark image {path} is missing: point data_dir at the shared "
+        "data folder (../shared/data)")
+  return path
+
+
+def benchmark_input(task: str, data_dir: str) -> dict:
+  """The exact inputs of a cpu-small task.
+
+  Returns a dict with ``observation`` and, where they exist,
+  ``ground_truth``, ``mask`` (1 = known) and ``flash``.
+  """
+  if task == "denoise":
+    gt = to_float(_open(_dip(data_dir, "F16_GT.png")))[192:320, 192:320]
+    noise = np.random.default_rng(0).standard_normal((128, 128, 3))
+    noisy = np.clip(gt + (25 / 255) * noise, 0, 1).astype(np.float32)
+    return dict(observation=noisy, ground_truth=gt)
+  if task == "sr":
+    hr = _open(_dip(data_dir, "zebra_GT.png")).convert("RGB")
+    hr = Image.fromarray(np.asarray(hr)[130:258, 228:356])
+    lr = hr.resize((32, 32), Image.LANCZOS)
+    return dict(observation=to_float(lr), ground_truth=to_float(hr))
+  if task in ("inpaint1", "inpaint2", "vase"):
+    name, size = {"inpaint1": ("kate", (128, 128)),
+                  "inpaint2": ("library", (176, 112)),
+                  "vase": ("vase", (128, 128))}[task]
+    img = load_image(_dip(data_dir, f"{name}.png"), size, keep_gray=False)
+    mask = load_mask(_dip(data_dir, f"{name}_mask.png"), size)
+    out = dict(observation=img * mask[:, :, None], mask=mask)
+    if task != "vase":
+      out["ground_truth"] = img
+    return out
+  if task == "flash":
+    def load(name):
+      im = _open(_dip(data_dir, name)).convert("RGB").resize((140, 128),
+                                                             Image.LANCZOS)
+      return to_float(im)[0:128, 6:134]
+    return dict(observation=load("cave01_01_noflash.jpg"),
+                flash=load("cave01_00_flash.jpg"))
+  raise ValueError(f"unknown benchmark task {task!r}; "
+                   f"choose one of {BENCHMARK_TASKS}")
+
+
+def default_data_dir() -> str:
+  """``../shared/data`` relative to the repository root."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.normpath(os.path.join(root, "..", "shared", "data"))

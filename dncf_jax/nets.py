@@ -1,0 +1,281 @@
+"""Pure Flax (linen) networks: DIP's ``skip`` encoder-decoder and a small
+3-conv-layer net (the defense net of section 4, and a convexity test bed).
+
+Convolutions are named ``conv_XX`` with ``XX`` their order in the forward
+pass, so "layers above a depth" (Eq. 7) is a statement about names; see
+:func:`dncf_jax.penalty.from_depth`.
+
+Normalisation is batch normalisation with the statistics of the current
+batch (DIP runs its nets in train mode throughout; with one image the
+statistics are over its pixels). It has a learned scale and bias and no
+running averages, so parameters are the only state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class BatchStatNorm(nn.Module):
+  """BatchNorm in train mode: normalise over (N, H, W), learned affine."""
+
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axes, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+
+
+def conv_im2col(x: Array, kernel: Array, stride: int) -> Array:
+  """``VALID`` convolution as patches @ kernel (NHWC, HWIO).
+
+  XLA:CPU runs convolution gradients several times slower inside a loop
+  body than outside (jax-ml/jax#12868); as slices and one matmul the
+  compiled ``lax.scan`` of the solver is as fast as a single step.
+  """
+  kh, kw, cin, cout = kernel.shape
+  _, h, w, _ = x.shape
+  ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+  if kh == kw == 1 and stride == 1:
+    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+  cols = [x[:, i:i + stride * (ho - 1) + 1:stride,
+            j:j + stride * (wo - 1) + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+  patches = jnp.concatenate(cols, axis=-1)
+  return jnp.einsum("nhwk,ko->nhwo", patches,
+                    kernel.reshape(kh * kw * cin, cout))
+
+
+class PadConv(nn.Module):
+  """A convolution with explicit reflection (or zero) padding, as DIP's ``conv``.
+
+  ``impl``: ``im2col`` (fast on CPU inside loops), ``xla`` (``lax.conv``,
+  best on GPU) or ``auto`` (im2col on CPU, xla elsewhere).
+  """
+
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  pad: str = "reflection"
+  use_bias: bool = True
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    p = (self.kernel - 1) // 2
+    if p:
+      mode = "reflect" if self.pad == "reflection" else "constant"
+      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=mode)
+    k = self.param("kernel", nn.initializers.lecun_normal(),
+                   (self.kernel, self.kernel, x.shape[-1], self.features))
+    impl = self.impl
+    if impl == "auto":
+      impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    if impl == "im2col":
+      out = conv_im2col(x, k, self.stride)
+    else:
+      out = jax.lax.conv_general_dilated(
+          x, k, (self.stride, self.stride), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      out = out + self.param("bias", nn.initializers.zeros, (self.features,))
+    return out
+
+
+def upsample2x(x: Array, mode: str) -> Array:
+  """x2 upsampling (``nearest`` or ``bilinear``, half-pixel centres)."""
+  n, h, w, c = x.shape
+  if mode == "nearest":
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  if mode == "bilinear":
+    return jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear",
+                            antialias=False)
+  raise ValueError(f"unknown upsample mode {mode!r}; use nearest or bilinear")
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipSpec:
+  """Channels per scale of DIP's ``skip`` (``len`` = number of scales)."""
+
+  channels_down: tuple[int, ...] = (32, 32, 32, 32, 32)
+  channels_up: tuple[int, ...] = (32, 32, 32, 32, 32)
+  channels_skip: tuple[int, ...] = (4, 4, 4, 4, 4)
+
+  @classmethod
+  def uniform(cls, channels: int, scales: int, skip: int) -> "SkipSpec":
+    return cls((channels,) * scales, (channels,) * scales, (skip,) * scales)
+
+  def __post_init__(self):
+    n = len(self.channels_down)
+    if n == 0 or len(self.channels_up) != n or len(self.channels_skip) != n:
+      raise ValueError("channels_down, channels_up and channels_skip must "
+                       "have the same non-zero length (the number of scales)")
+
+  @property
+  def scales(self) -> int:
+    return len(self.channels_down)
+
+
+class Skip(nn.Module):
+  """DIP's ``skip`` encoder-decoder (Ulyanov et al., ``models/skip.py``).
+
+  Scale ``i``: a skip branch (1x1 conv, BN, act) beside a deeper branch
+  (3x3 conv of stride 2, BN, act, 3x3 conv, BN, act, the next scale, x2
+  upsampling); their concatenation goes through BN, 3x3 conv, BN, act and
+  optionally 1x1 conv, BN, act. A final 1x1 conv maps to ``out_channels``,
+  then an optional sigmoid.
+
+  ``features(x)`` returns the tensor entering the last block (the
+  concatenation at the finest scale, Eq. 13) and ``head(f)`` the rest, so
+  that ``head(features(x)) == __call__(x)``.
+  """
+
+  spec: SkipSpec = SkipSpec()
+  out_channels: int = 3
+  upsample: str = "bilinear"
+  pad: str = "reflection"
+  need_sigmoid: bool = True
+  need1x1_up: bool = True
+  negative_slope: float = 0.2
+
+  def _act(self, x):
+    return nn.leaky_relu(x, self.negative_slope)
+
+  def _block(self, x, counter, name, features, kernel, stride=1):
+    idx = counter[0]
+    counter[0] += 1
+    x = PadConv(features, kernel, stride, self.pad, name=f"conv_{idx:02d}")(x)
+    x = BatchStatNorm(name=f"bn_{idx:02d}")(x)
+    return self._act(x)
+
+  def _level(self, x, i, counter):
+    s = self.spec
+    last = s.scales - 1
+    skip = None
+    if s.channels_skip[i]:
+      skip = self._block(x, counter, "skip", s.channels_skip[i], 1)
+    d = self._block(x, counter, "down", s.channels_down[i], 3, 2)
+    d = self._block(d, counter, "down", s.channels_down[i], 3)
+    if i < last:
+      d = self._level(d, i + 1, counter)
+    d = upsample2x(d, self.upsample)
+    h = d if skip is None else jnp.concatenate([skip, d], axis=-1)
+    if i == 0:
+      return h
+    return self._up(h, i, counter)
+
+  def _up(self, h, i, counter):
+    s = self.spec
+    h = BatchStatNorm(name=f"bn_cat_{i}")(h)
+    h = self._block(h, counter, "up", s.channels_up[i], 3)
+    if self.need1x1_up:
+      h = self._block(h, counter, "up", s.channels_up[i], 1)
+    return h
+
+  @nn.compact
+  def __call__(self, x: Array, *, method_features: bool = False,
+               from_features: bool = False) -> Array:
+    squeeze = x.ndim == 3
+    if squeeze:
+      x = x[None]
+    counter = [0]
+    if from_features:
+      counter[0] = self.num_body_convs()
+      h = x
+    else:
+      h = self._level(x, 0, counter)
+      if method_features:
+        return h[0] if squeeze else h
+    h = self._up(h, 0, counter)
+    idx = counter[0]
+    out = PadConv(self.out_channels, 1, 1, self.pad,
+                  name=f"conv_{idx:02d}")(h)
+    if self.need_sigmoid:
+      out = nn.sigmoid(out)
+    return out[0] if squeeze else out
+
+  def num_body_convs(self) -> int:
+    """Number of convolutions before the last block (the level-0 up path)."""
+    s = self.spec
+    n = 0
+    for i in range(s.scales):
+      n += (1 if s.channels_skip[i] else 0) + 2
+      if i > 0:
+        n += 2 if self.need1x1_up else 1
+    return n
+
+  def features(self, x: Array) -> Array:
+    """The feature map entering the last block (for ``y`` in feature space)."""
+    return self(x, method_features=True)
+
+  def head(self, h: Array) -> Array:
+    """The last block applied to features from :meth:`features`."""
+    return self(h, from_features=True)
+
+  def required_multiple(self) -> int:
+    """Input height and width must be multiples of this."""
+    return 2 ** self.spec.scales
+
+
+class SmallConvNet(nn.Module):
+  """The paper's 3-conv-layer DNCF net for defense (section 4).
+
+  ``conv_00`` (3x3, ``channels``), act, ``conv_01`` (3x3, ``channels``),
+  act, ``conv_02`` (3x3, ``out_channels``); optional normalisation after the
+  hidden convolutions and an optional sigmoid. Without normalisation and
+  sigmoid, non-negative weights in ``conv_01`` and ``conv_02`` make it
+  convex in its input (LeakyReLU is convex and non-decreasing).
+  """
+
+  channels: int = 32
+  out_channels: int = 3
+  norm: bool = True
+  need_sigmoid: bool = True
+  pad: str = "reflection"
+  negative_slope: float = 0.2
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    squeeze = x.ndim == 3
+    if squeeze:
+      x = x[None]
+    for i in range(2):
+      x = PadConv(self.channels, 3, 1, self.pad, name=f"conv_{i:02d}")(x)
+      if self.norm:
+        x = BatchStatNorm(name=f"bn_{i:02d}")(x)
+      x = nn.leaky_relu(x, self.negative_slope)
+    x = PadConv(self.out_channels, 3, 1, self.pad, name="conv_02")(x)
+    if self.need_sigmoid:
+      x = nn.sigmoid(x)
+    return x[0] if squeeze else x
+
+  def required_multiple(self) -> int:
+    return 1
+
+
+def conv_layer_names(params) -> list[str]:
+  """Names of the ``conv_XX`` layers of a parameter tree, in forward order."""
+  p = params.get("params", params)
+  return sorted(k for k in p if k.startswith("conv_"))
+
+
+def skip_for(channels: int = 32, scales: int = 5, skip_channels: int = 4,
+             upsample: str = "bilinear", need_sigmoid: bool = True,
+             out_channels: int = 3) -> Skip:
+  """A uniform-width skip net (DNCF: 32 channels; DIP: 128)."""
+  return Skip(SkipSpec.uniform(channels, scales, skip_channels),
+              out_channels=out_channels, upsample=upsample,
+              need_sigmoid=need_sigmoid)

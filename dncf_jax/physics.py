@@ -1,0 +1,269 @@
+"""Degradation operators ``A`` and initial guesses ``G`` for each task.
+
+Every task is one small frozen dataclass with
+
+* ``validate(obs)``: checks the observation (and the task's own arrays)
+  and raises ``ValueError`` naming the problem;
+* ``forward(x)``: ``A(x)``, the image formation applied to a candidate
+  scene ``x`` of shape ``scene_shape(obs)``;
+* ``weights(obs)``: which entries of the observation are measured
+  (1 everywhere but for inpainting);
+* ``anchor(obs)``: ``G(I_s)``, the smooth initial guess that ``y`` starts at
+  and is pulled towards by the ``beta`` term of the loss (paper, Eq. 5);
+* ``noise_sigma``: the noise level of the observation if known, ``None``
+  to have :mod:`dncf_jax.select` estimate it.
+
+A new task is a new class here; the solver is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dncf_jax import filters
+
+Array = jax.Array
+
+
+def check_image(x, name: str = "observation") -> None:
+  """Raises ``ValueError`` unless ``x`` is a finite (H, W, C) image."""
+  shape = getattr(x, "shape", None)
+  if shape is None or len(shape) != 3:
+    raise ValueError(
+        f"{name} must be an (H, W, C) array, got shape {shape}")
+  if shape[2] not in (1, 3):
+    raise ValueError(
+        f"{name} must have 1 or 3 channels (H, W, C), got {shape[2]} "
+        f"channels (shape {shape}); is it channels-first?")
+  if shape[0] < 2 or shape[1] < 2:
+    raise ValueError(f"{name} is too small: {shape}")
+  if isinstance(x, jax.core.Tracer):
+    return
+  arr = np.asarray(x)
+  if not np.issubdtype(arr.dtype, np.floating):
+    raise ValueError(
+        f"{name} must be a float image in [0, 1], got dtype {arr.dtype}")
+  if not np.all(np.isfinite(arr)):
+    raise ValueError(f"{name} contains NaN or infinite values")
+
+
+class Task(Protocol):
+  noise_sigma: Optional[float]
+
+  def validate(self, obs: Array) -> None: ...
+  def scene_shape(self, obs_shape: tuple[int, ...]) -> tuple[int, ...]: ...
+  def forward(self, x: Array) -> Array: ...
+  def weights(self, obs: Array) -> Array: ...
+  def anchor(self, obs: Array) -> Array: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoise:
+  """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``."""
+
+  rho: float = 1.0
+  noise_sigma: Optional[float] = None
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs)
+
+  def scene_shape(self, obs_shape):
+    return tuple(obs_shape)
+
+  def forward(self, x: Array) -> Array:
+    return x
+
+  def weights(self, obs: Array) -> Array:
+    return jnp.ones_like(obs)
+
+  def anchor(self, obs: Array) -> Array:
+    return filters.gaussian_blur(obs, self.rho)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperResolution:
+  """``A`` = antialiased downsampling by ``factor`` (as ``PIL.Image.resize``).
+
+  ``G`` is bicubic upsampling of the low-resolution observation, optionally
+  smoothed by ``rho``.
+  """
+
+  factor: int = 4
+  kernel: str = "lanczos"
+  rho: float = 0.0
+  noise_sigma: Optional[float] = 0.0
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs)
+    if int(self.factor) != self.factor or self.factor < 1:
+      raise ValueError(f"super-resolution factor must be a positive integer, "
+                       f"got {self.factor}")
+    if self.kernel not in ("lanczos", "bicubic", "bilinear"):
+      raise ValueError(f"unknown downsampling kernel {self.kernel!r}; "
+                       "choose lanczos, bicubic or bilinear")
+
+  def check_scene(self, hr_shape) -> None:
+    """Raises unless a high-resolution image of ``hr_shape`` can be downsampled."""
+    h, w = hr_shape[0], hr_shape[1]
+    if h % self.factor or w % self.factor:
+      raise ValueError(
+          f"a {h}x{w} image cannot be downsampled by {self.factor}: both "
+          f"sides must be multiples of the factor (crop it to "
+          f"{h - h % self.factor}x{w - w % self.factor})")
+
+  def scene_shape(self, obs_shape):
+    return (obs_shape[0] * self.factor, obs_shape[1] * self.factor,
+            obs_shape[2])
+
+  def forward(self, x: Array) -> Array:
+    self.check_scene(x.shape)
+    return filters.resize(x, x.shape[0] // self.factor,
+                          x.shape[1] // self.factor, self.kernel)
+
+  def weights(self, obs: Array) -> Array:
+    return jnp.ones_like(obs)
+
+  def anchor(self, obs: Array) -> Array:
+    h, w, _ = self.scene_shape(obs.shape)
+    up = filters.resize(obs, h, w, "bicubic")
+    return filters.gaussian_blur(up, self.rho)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Inpaint:
+  """``A`` = the mask (1 = known pixel); ``G`` = a smooth fill of the holes."""
+
+  mask: Array = None
+  fill_iterations: int = 400
+  noise_sigma: Optional[float] = 0.0
+
+  def _mask(self, shape) -> Array:
+    m = jnp.asarray(self.mask, jnp.float32)
+    if m.ndim == 2:
+      m = m[:, :, None]
+    return jnp.broadcast_to(m, shape)
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs)
+    if self.mask is None:
+      raise ValueError("inpainting needs a mask (1 = known pixel)")
+    m = np.asarray(self.mask)
+    if m.ndim not in (2, 3) or m.shape[:2] != tuple(obs.shape[:2]) or (
+        m.ndim == 3 and m.shape[2] not in (1, obs.shape[2])):
+      raise ValueError(
+          f"the mask has shape {m.shape} but the observation is "
+          f"{tuple(obs.shape)}: they must have the same height and width")
+    if not np.all(np.isfinite(m)):
+      raise ValueError("the mask contains NaN or infinite values")
+    frac = float(np.mean(m > 0.5))
+    if frac == 0.0:
+      raise ValueError("the mask has no known pixel (all zero)")
+
+  def scene_shape(self, obs_shape):
+    return tuple(obs_shape)
+
+  def forward(self, x: Array) -> Array:
+    return x * self._mask(x.shape)
+
+  def weights(self, obs: Array) -> Array:
+    return self._mask(obs.shape)
+
+  def anchor(self, obs: Array) -> Array:
+    return filters.smooth_fill(obs, self._mask(obs.shape),
+                               self.fill_iterations)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlashNoFlash:
+  """Flash / no-flash (L_flash): fit the no-flash image ``obs``.
+
+  ``A`` = identity; ``y`` stays near the smoothed flash image, so the net
+  carries the flash image's detail with the no-flash colours.
+  """
+
+  flash: Array = None
+  rho: float = 1.0
+  noise_sigma: Optional[float] = 0.0
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs, "no-flash image")
+    if self.flash is None:
+      raise ValueError("flash/no-flash needs the flash image")
+    check_image(self.flash, "flash image")
+    if tuple(np.shape(self.flash)) != tuple(obs.shape):
+      raise ValueError(
+          f"the flash image has shape {tuple(np.shape(self.flash))} but the "
+          f"no-flash image is {tuple(obs.shape)}: they must match")
+
+  def scene_shape(self, obs_shape):
+    return tuple(obs_shape)
+
+  def forward(self, x: Array) -> Array:
+    return x
+
+  def weights(self, obs: Array) -> Array:
+    return jnp.ones_like(obs)
+
+  def anchor(self, obs: Array) -> Array:
+    return filters.gaussian_blur(jnp.asarray(self.flash, obs.dtype), self.rho)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Deblur:
+  """Non-blind deblurring (Eq. 3 with a known PSF): ``A(x) = x * K``."""
+
+  psf: Array = None
+  noise_sigma: Optional[float] = None
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs)
+    if self.psf is None:
+      raise ValueError("deblurring needs the point spread function `psf`")
+    k = np.asarray(self.psf)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+      raise ValueError(f"the PSF must be a 2-D array of odd sides, got {k.shape}")
+    if not np.all(np.isfinite(k)) or abs(k.sum()) < 1e-8:
+      raise ValueError("the PSF must be finite with a non-zero sum")
+    if k.shape[0] >= obs.shape[0] or k.shape[1] >= obs.shape[1]:
+      raise ValueError(f"the PSF {k.shape} is larger than the image "
+                       f"{tuple(obs.shape[:2])}")
+
+  def scene_shape(self, obs_shape):
+    return tuple(obs_shape)
+
+  def forward(self, x: Array) -> Array:
+    k = jnp.asarray(self.psf, x.dtype)
+    k = k / jnp.sum(k)
+    rh, rw = k.shape[0] // 2, k.shape[1] // 2
+    xp = jnp.pad(x, ((rh, rh), (rw, rw), (0, 0)), mode="reflect")
+    h, w = x.shape[0], x.shape[1]
+    # Convolution (flipped kernel) as a sum of shifted copies.
+    return sum(k[k.shape[0] - 1 - i, k.shape[1] - 1 - j] * xp[i:i + h, j:j + w]
+               for i in range(k.shape[0]) for j in range(k.shape[1]))
+
+  def weights(self, obs: Array) -> Array:
+    return jnp.ones_like(obs)
+
+  def anchor(self, obs: Array) -> Array:
+    return obs
+
+
+def gaussian_psf(size: int, sigma: float) -> np.ndarray:
+  """A normalised ``size x size`` Gaussian PSF (for :class:`Deblur`)."""
+  k = filters.gaussian_kernel1d(sigma, truncate=(size // 2) / max(sigma, 1e-6))
+  k2 = np.outer(k, k)
+  return (k2 / k2.sum()).astype(np.float32)
+
+
+TASKS = {
+    "denoise": Denoise,
+    "sr": SuperResolution,
+    "inpaint": Inpaint,
+    "flash": FlashNoFlash,
+    "deblur": Deblur,
+}

@@ -1,0 +1,259 @@
+"""What every photography experiment shares: flags, inputs, outputs.
+
+Flags for every :class:`dncf_jax.DNCFConfig` field are generated from the
+dataclass, so a new config field is a new flag with no further code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+from absl import flags
+import numpy as np
+from PIL import Image
+
+import dncf_jax as dn
+from dncf_jax import io as dio
+from dncf_jax import metrics
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("input", None, "Input image (PNG/JPEG). Relative paths are "
+                    "looked up in the working directory, then in --data_dir.")
+flags.DEFINE_string("ground_truth", None, "Clean image for scoring only.")
+flags.DEFINE_string("output_dir", "outputs", "Where results are written.")
+flags.DEFINE_string("data_dir", dio.default_data_dir(),
+                    "Folder of the shared data (../shared/data).")
+flags.DEFINE_string("name", None, "Name of the outputs (default: the task).")
+flags.DEFINE_string("resize", None, "Resize inputs to WxH (Lanczos; masks "
+                    "nearest) before cropping, e.g. 128x128.")
+flags.DEFINE_string("crop", None, "Crop rows and columns r0:r1,c0:c1 after "
+                    "resizing, e.g. 192:320,192:320.")
+flags.DEFINE_float("synthetic_sigma", None, "Add Gaussian noise of this std "
+                   "(0-255 scale) to the clean --input, which then serves as "
+                   "ground truth.")
+flags.DEFINE_integer("noise_seed", 0, "Seed of np.random.default_rng for "
+                     "--synthetic_sigma.")
+flags.DEFINE_integer("log_every", 50, "Print a progress line every N "
+                     "iterations (rounded to checkpoint_every).")
+flags.DEFINE_boolean("gray", False, "Load images as one-channel gray.")
+flags.DEFINE_boolean("dry_run", False, "Load and check the inputs, write them "
+                     "to <output_dir>/<name>_inputs.npz, and stop.")
+
+_CONFIG_HELP = "DNCFConfig field (see dncf_jax/solver.py)."
+
+
+def define_config_flags(**defaults) -> None:
+  """One flag per ``DNCFConfig`` field, with per-task default overrides."""
+  for f in dataclasses.fields(dn.DNCFConfig):
+    default = defaults.get(f.name, f.default)
+    if f.type in ("int", int):
+      flags.DEFINE_integer(f.name, default, _CONFIG_HELP)
+    elif f.type in ("float", float):
+      flags.DEFINE_float(f.name, default, _CONFIG_HELP)
+    elif f.type in ("bool", bool):
+      flags.DEFINE_boolean(f.name, default, _CONFIG_HELP)
+    elif f.name == "y_solver":
+      flags.DEFINE_enum(f.name, default, list(dn.solver.Y_SOLVERS), _CONFIG_HELP)
+    elif f.name == "theta_optimizer":
+      flags.DEFINE_enum(f.name, default, list(dn.solver.THETA_OPTIMIZERS),
+                        _CONFIG_HELP)
+    elif f.name == "norm":
+      flags.DEFINE_enum(f.name, default, ["l1", "l2"], _CONFIG_HELP)
+    elif f.name == "upsample":
+      flags.DEFINE_enum(f.name, default, ["bilinear", "nearest"], _CONFIG_HELP)
+    else:
+      flags.DEFINE_string(f.name, default, _CONFIG_HELP)
+
+
+def config_from_flags() -> dn.DNCFConfig:
+  cfg = dn.DNCFConfig(**{f.name: getattr(FLAGS, f.name)
+                         for f in dataclasses.fields(dn.DNCFConfig)})
+  cfg.validate()
+  return cfg
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def resolve(path: Optional[str]) -> Optional[str]:
+  """A path as given, or relative to --data_dir; errors name both tries."""
+  if path is None:
+    return None
+  if os.path.isfile(path):
+    return path
+  alt = os.path.join(FLAGS.data_dir, path)
+  if os.path.isfile(alt):
+    return alt
+  raise FileNotFoundError(f"file not found: {path} (also tried {alt})")
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+  try:
+    w, h = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise ValueError(f"--resize must look like 128x96 (W x H), got {text!r}")
+  if w < 1 or h < 1:
+    raise ValueError(f"--resize must be positive, got {text!r}")
+  return w, h
+
+
+def _parse_crop(text: str) -> tuple[slice, slice]:
+  try:
+    rows, cols = text.split(",")
+    r0, r1 = (int(v) for v in rows.split(":"))
+    c0, c1 = (int(v) for v in cols.split(":"))
+  except ValueError:
+    raise ValueError(f"--crop must look like r0:r1,c0:c1, got {text!r}")
+  return slice(r0, r1), slice(c0, c1)
+
+
+def load(path: str, mask: bool = False) -> np.ndarray:
+  """Loads an image (or mask) with --resize then --crop applied."""
+  path = resolve(path)
+  size = _parse_size(FLAGS.resize) if FLAGS.resize else None
+  if mask:
+    a = dio.load_mask(path, size)
+  else:
+    a = dio.load_image(path, size, keep_gray=FLAGS.gray)
+    if not FLAGS.gray and a.shape[2] == 1:
+      a = np.repeat(a, 3, axis=2)
+  if FLAGS.crop:
+    rs, cs = _parse_crop(FLAGS.crop)
+    h, w = a.shape[:2]
+    if not (0 <= rs.start < rs.stop <= h and 0 <= cs.start < cs.stop <= w):
+      raise ValueError(f"--crop {FLAGS.crop} does not fit an image of {h}x{w}")
+    a = a[rs, cs]
+  return a
+
+
+def add_noise(clean: np.ndarray, sigma255: float, seed: int) -> np.ndarray:
+  """``clip(clean + sigma/255 * N(0, 1), 0, 1)`` with ``default_rng(seed)``."""
+  if sigma255 < 0:
+    raise ValueError(f"--synthetic_sigma must be >= 0, got {sigma255}")
+  noise = np.random.default_rng(seed).standard_normal(clean.shape)
+  return np.clip(clean + (sigma255 / 255.0) * noise, 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Running and writing
+# ---------------------------------------------------------------------------
+
+
+def progress_printer(log_every: int):
+  def show(info: dict) -> None:
+    it = info["iteration"]
+    if it % max(log_every, 1) and it != info["total"]:
+      return
+    line = (f"[{info['phase']}] it {it:4d}/{info['total']}  "
+            f"{info['its_per_second']:.2f} it/s  data {info['data']:.3e}  "
+            f"R {info['penalty']:.2e}  gamma {info['gamma']:.1e}  "
+            f"y-evals {info['y_evals']:.1f}")
+    if "psnr" in info:
+      line += "  PSNR " + " ".join(f"{k}={v:.2f}" for k, v in info["psnr"].items())
+    print(line, flush=True)
+  return show
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+  x = np.clip(np.asarray(x), 0, 1)
+  if x.ndim == 3 and x.shape[2] == 1:
+    x = x[:, :, 0]
+  return (x * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(path: str, x: np.ndarray) -> None:
+  Image.fromarray(_to_uint8(x)).save(path)
+
+
+def panel(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+  """Images side by side (resized by pixel repetition to the tallest)."""
+  h = max(im.shape[0] for im in images)
+  cols = []
+  for im in images:
+    im = np.asarray(im, np.float32)
+    if im.shape[2] == 1:
+      im = np.repeat(im, 3, axis=2)
+    if im.shape[0] != h:
+      f = h // im.shape[0]
+      im = np.repeat(np.repeat(im, f, axis=0), f, axis=1)
+      im = np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)), constant_values=1)
+    cols.append(im)
+    cols.append(np.ones((h, gap, 3), np.float32))
+  return np.concatenate(cols[:-1], axis=1)
+
+
+def run_and_write(name: str, observation: np.ndarray, task,
+                  ground_truth: Optional[np.ndarray],
+                  extra_panels: tuple = (), extra_json: Optional[dict] = None
+                  ) -> dict:
+  """Restores, prints progress, writes ``name``_result.png, _panel.png, .json."""
+  cfg = config_from_flags()
+  task.validate(observation)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  if FLAGS.dry_run:
+    arrays = dict(observation=observation)
+    if ground_truth is not None:
+      arrays["ground_truth"] = ground_truth
+    path = os.path.join(FLAGS.output_dir, f"{name}_inputs.npz")
+    np.savez(path, **arrays)
+    print(f"{name}: inputs checked, written to {path}")
+    return {}
+  import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
+  print(f"{name}: observation {observation.shape}, task {type(task).__name__}, "
+        f"device {jax.devices()[0].device_kind}", flush=True)
+  result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),
+                      reference=ground_truth,
+                      progress=progress_printer(FLAGS.log_every))
+  out = dict(name=name, task=type(task).__name__,
+             chosen=result.chosen, chosen_iteration=result.chosen_iteration,
+             noise_sigma_used=result.noise_sigma,
+             seconds=result.seconds, compile_seconds=result.compile_seconds,
+             iterations=cfg.iterations + cfg.feature_iterations,
+             mean_y_evals_per_step=float(np.mean(result.history["y_evals"])),
+             config=dataclasses.asdict(cfg), argv=sys.argv[1:])
+  panels = [observation, *extra_panels, result.image]
+  if ground_truth is not None:
+    out.update(metrics.scores(result.image, ground_truth))
+    psnr = result.history["checkpoint_psnr"]
+    best = np.unravel_index(np.argmax(psnr), psnr.shape)
+    out["oracle_best_psnr"] = float(psnr[best])
+    out["oracle_best"] = dict(
+        candidate=dn.select.CANDIDATES[best[1]],
+        iteration=int(result.history["checkpoint_iteration"][best[0]]),
+        note="best PSNR met along the run; needs the ground truth, "
+             "so it is not what the method returns")
+    panels.append(ground_truth)
+  out["mse_to_observation"] = float(np.mean(
+      (np.asarray(task.forward(result.image)) - observation) ** 2))
+  if extra_json:
+    out.update(extra_json)
+  save_png(os.path.join(FLAGS.output_dir, f"{name}_result.png"), result.image)
+  save_png(os.path.join(FLAGS.output_dir, f"{name}_panel.png"), panel(panels))
+  with open(os.path.join(FLAGS.output_dir, f"{name}.json"), "w") as f:
+    json.dump(out, f, indent=2, default=float)
+  summary = {k: out[k] for k in ("psnr", "mse", "ssim", "oracle_best_psnr",
+                                 "seconds", "chosen") if k in out}
+  print(f"{name}: {summary}\nwrote {FLAGS.output_dir}/{name}.json", flush=True)
+  return out
+
+
+def run_main(main) -> None:
+  """``app.run(main)`` with bad input reported as one clear line, exit code 2."""
+  from absl import app
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(wrapped)

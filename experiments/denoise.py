@@ -1,0 +1,51 @@
+"""Denoising: ``python -m experiments.denoise [--flagfile=...]``.
+
+With no flags it restores a photo bundled with scikit-image (the
+astronaut, 128x128 around the face) with sigma = 25 Gaussian noise added,
+so that nothing needs downloading.
+"""
+
+from absl import app, flags
+import numpy as np
+
+from dncf_jax import physics
+from experiments import common
+
+flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
+flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
+                   "the blind selection; estimated from the image if unset.")
+common.define_config_flags()
+FLAGS = flags.FLAGS
+
+
+def default_image() -> np.ndarray:
+  """skimage's astronaut, 128x128 around the face, float RGB in [0, 1]."""
+  from PIL import Image
+  import skimage.data
+  im = Image.fromarray(skimage.data.astronaut()[0:256, 128:384])
+  return np.asarray(im.resize((128, 128), Image.LANCZOS), np.float32) / 255.0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  gt = common.load(FLAGS.ground_truth) if FLAGS.ground_truth else None
+  if FLAGS.input is None:
+    clean = default_image()
+    sigma = 25.0 if FLAGS.synthetic_sigma is None else FLAGS.synthetic_sigma
+    obs, gt = common.add_noise(clean, sigma, FLAGS.noise_seed), clean
+    name = FLAGS.name or "denoise_astronaut"
+  elif FLAGS.synthetic_sigma is not None:
+    gt = common.load(FLAGS.input)
+    obs = common.add_noise(gt, FLAGS.synthetic_sigma, FLAGS.noise_seed)
+    name = FLAGS.name or "denoise"
+  else:
+    obs = common.load(FLAGS.input)
+    name = FLAGS.name or "denoise"
+  sigma = None if FLAGS.noise_sigma is None else FLAGS.noise_sigma / 255.0
+  task = physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma)
+  common.run_and_write(name, obs, task, gt)
+
+
+if __name__ == "__main__":
+  common.run_main(main)

@@ -1,0 +1,90 @@
+"""Resampling against PIL, Gaussian smoothing, physics shapes and errors."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from dncf_jax import filters, physics
+
+
+def _rand(h, w, seed=0):
+  return np.random.default_rng(seed).uniform(0.2, 0.8, (h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kernel,pil", [("lanczos", Image.LANCZOS),
+                                        ("bicubic", Image.BICUBIC)])
+@pytest.mark.parametrize("size", [(12, 8), (64, 40)])
+def test_resize_matches_pil(kernel, pil, size):
+  # smooth content so that PIL's 8-bit intermediate rounding stays small
+  x = filters.gaussian_blur(jnp.asarray(_rand(32, 48)), 2.0)
+  x8 = np.asarray(np.round(np.asarray(x) * 255), np.uint8)
+  ref = np.asarray(Image.fromarray(x8).resize(size, pil), np.float32) / 255
+  ours = np.asarray(filters.resize(jnp.asarray(x8 / 255.0, jnp.float32),
+                                   size[1], size[0], kernel))
+  assert ours.shape == ref.shape
+  assert np.abs(ours - ref).max() < 3 / 255
+
+
+def test_gaussian_blur_keeps_constants_and_reduces_noise():
+  c = jnp.full((16, 16, 3), 0.3)
+  assert np.allclose(filters.gaussian_blur(c, 1.5), 0.3, atol=1e-6)
+  n = jnp.asarray(np.random.default_rng(0).standard_normal((32, 32, 3)), jnp.float32)
+  assert float(jnp.std(filters.gaussian_blur(n, 1.0))) < 0.5 * float(jnp.std(n))
+
+
+def test_smooth_fill_keeps_known_pixels_and_interpolates():
+  x = jnp.asarray(np.tile(np.linspace(0, 1, 32)[None, :, None], (32, 1, 3)), jnp.float32)
+  mask = np.ones((32, 32), np.float32)
+  mask[10:20, 10:20] = 0
+  filled = filters.smooth_fill(x * mask[:, :, None], jnp.asarray(mask)[:, :, None])
+  assert np.allclose(np.asarray(filled)[mask > 0], np.asarray(x)[mask > 0])
+  assert float(jnp.abs(filled - x).max()) < 0.02  # a ramp is harmonic
+
+
+def test_task_shapes():
+  obs = jnp.asarray(_rand(8, 12))
+  sr = physics.SuperResolution(4)
+  assert sr.scene_shape(obs.shape) == (32, 48, 3)
+  assert sr.anchor(obs).shape == (32, 48, 3)
+  assert sr.forward(sr.anchor(obs)).shape == obs.shape
+  mask = np.ones((8, 12), np.float32)
+  inp = physics.Inpaint(mask=mask)
+  assert inp.forward(obs).shape == obs.shape
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((8, 8), np.float32), "must be an \\(H, W, C\\) array"),
+    (np.zeros((3, 8, 8), np.float32), "channels-first"),
+    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+    (np.zeros((8, 8, 3), np.uint8), "float image"),
+])
+def test_bad_observations_raise_clear_errors(bad, match):
+  with pytest.raises(ValueError, match=match):
+    physics.Denoise().validate(bad)
+
+
+def test_mask_of_another_size_is_an_error():
+  with pytest.raises(ValueError, match="same height and width"):
+    physics.Inpaint(mask=np.ones((9, 8))).validate(np.zeros((8, 8, 3), np.float32))
+
+
+def test_size_the_downsampler_cannot_take_is_an_error():
+  with pytest.raises(ValueError, match="cannot be downsampled by 4"):
+    physics.SuperResolution(4).check_scene((30, 32, 3))
+
+
+def test_flash_shape_mismatch_is_an_error():
+  with pytest.raises(ValueError, match="must match"):
+    physics.FlashNoFlash(flash=np.zeros((8, 9, 3), np.float32)).validate(
+        np.zeros((8, 8, 3), np.float32))
+
+
+def test_deblur_forward_is_the_convolution():
+  psf = physics.gaussian_psf(5, 1.0)
+  x = jnp.asarray(_rand(16, 16))
+  y = physics.Deblur(psf=psf).forward(x)
+  from scipy.ndimage import convolve
+  ref = np.stack([convolve(np.asarray(x)[:, :, c], psf, mode="mirror")
+                  for c in range(3)], -1)
+  assert np.allclose(np.asarray(y)[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-5)

@@ -1,0 +1,138 @@
+"""The objective, its gradients, the y-step and the compiled loop."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dncf_jax as dn
+from dncf_jax import nets, penalty, physics, select, solver
+
+TINY = dn.DNCFConfig(iterations=20, channels=8, scales=2, skip_channels=2,
+                     checkpoint_every=10)
+
+
+def _problem(cfg, h=16, w=16, dtype=jnp.float32):
+  rng = np.random.default_rng(0)
+  obs = jnp.asarray(rng.uniform(0, 1, (h, w, 3)), dtype)
+  task = physics.Denoise()
+  net = cfg.net(3)
+  anchor = task.anchor(obs)
+  params = net.init(jax.random.key(0), anchor)
+  params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+  cover = penalty.coverage_mask(params, penalty.from_depth(
+      cfg.penalty_depth, len(nets.conv_layer_names(params))))
+  model = solver.Model(net, task.forward, (h, w), (h, w))
+  prob = solver.Problem(obs, jnp.ones_like(obs), anchor)
+  return model, prob, params, cover
+
+
+def test_head_of_features_is_the_whole_net():
+  net = TINY.net(3)
+  x = jax.random.uniform(jax.random.key(1), (16, 16, 3))
+  p = net.init(jax.random.key(0), x)
+  full = net.apply(p, x)
+  split = net.apply(p, net.apply(p, x, method=nets.Skip.features),
+                    method=nets.Skip.head)
+  assert np.allclose(full, split, atol=1e-6)
+
+
+def test_gradients_match_finite_differences_in_float64():
+  jax.config.update("jax_enable_x64", True)
+  try:
+    cfg = dataclasses.replace(TINY, gamma=0.5)
+    model, prob, params, cover = _problem(cfg, 8, 8, jnp.float64)
+    y_fun, _, _ = solver.make_step(cfg, model, cover)
+
+    def total(params, y):
+      reg = penalty.penalty(params, cover, cfg.gamma, cfg.norm)
+      return y_fun(y, params, prob) + reg
+
+    y = prob.anchor
+    gp, gy = jax.grad(total, argnums=(0, 1))(params, y)
+    rng = np.random.default_rng(0)
+    h = 1e-6
+    for _ in range(3):  # random directions
+      dy = jnp.asarray(rng.standard_normal(y.shape))
+      fd = (total(params, y + h * dy) - total(params, y - h * dy)) / (2 * h)
+      assert float(jnp.vdot(gy, dy)) == pytest.approx(float(fd), rel=1e-5, abs=1e-7)
+      dp = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)
+      plus = jax.tree_util.tree_map(lambda a, d: a + h * d, params, dp)
+      minus = jax.tree_util.tree_map(lambda a, d: a - h * d, params, dp)
+      fd = (total(plus, y) - total(minus, y)) / (2 * h)
+      an = sum(float(jnp.vdot(a, d)) for a, d in zip(jax.tree_util.tree_leaves(gp),
+                                                       jax.tree_util.tree_leaves(dp)))
+      assert an == pytest.approx(float(fd), rel=1e-5, abs=1e-7)
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("y_solver", ["lbfgs", "bfgs"])
+def test_y_step_satisfies_armijo_and_lowers_the_loss(y_solver):
+  cfg = dataclasses.replace(TINY, y_solver=y_solver, epsilon=0.1)
+  model, prob, params, cover = _problem(cfg)
+  y_fun, _, _ = solver.make_step(cfg, model, cover)
+  fun = lambda y, p: y_fun(y, p, prob)
+  y0 = prob.anchor + 0.1 * jax.random.normal(jax.random.key(2), prob.anchor.shape)
+  ys = solver.init_y_state(cfg, fun, y0, params)
+  f0, g0 = jax.value_and_grad(fun)(y0, params)
+  y1, ys1, step, evals = jax.jit(
+      lambda y, s, p: solver.y_update(cfg, fun, y, s, p))(y0, ys, params)
+  f1 = fun(y1, params)
+  slope = float(jnp.vdot(g0, y1 - y0))  # = step * p^T d
+  assert float(f1) < float(f0)
+  assert float(f1) <= float(f0) + cfg.armijo_c1 * slope + 1e-6 * abs(float(f0))
+  assert slope < 0
+  assert 1 <= int(evals) <= cfg.max_backtracks + 1
+
+
+def test_bfgs_refuses_image_sized_y():
+  cfg = dataclasses.replace(TINY, y_solver="bfgs")
+  with pytest.raises(ValueError, match="dense BFGS"):
+    solver.init_y_state(cfg, lambda y, p: jnp.sum(y), jnp.zeros((128, 128, 3)), {})
+
+
+def test_alternating_step_compiles_once_across_iterations():
+  cfg = TINY
+  model, prob, params, cover = _problem(cfg)
+  y_fun, step, opt = solver.make_step(cfg, model, cover)
+  run = jax.jit(solver._scan_chunk(step, 5))
+  ys = solver.init_y_state(cfg, lambda y, p: y_fun(y, p, prob), prob.anchor, params)
+  st = solver.State(params, opt.init(params), prob.anchor, ys, jnp.float32(1.0),
+                    jnp.zeros_like(prob.obs), jnp.float32(0), jnp.int32(0))
+  for _ in range(3):
+    st, stats = run(st, prob, jnp.int32(100))
+  assert run._cache_size() == 1
+  assert int(st.it) == 15
+  assert np.all(np.isfinite(stats["data"]))
+
+
+def test_gamma_adapts_inside_the_compiled_loop():
+  cfg = dataclasses.replace(TINY, gamma=100.0, iterations=10)
+  obs = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+  r = dn.restore(obs, physics.Denoise(), cfg)
+  g = r.history["gamma"]
+  assert g[0] == 100.0 and g[-1] < 100.0
+  ratios = g[1:] / g[:-1]
+  assert np.all(np.isclose(ratios, 1.0) | np.isclose(ratios, 0.25))
+  # it only shrinks when R exceeded the data loss
+  shrank = ~np.isclose(ratios, 1.0)
+  assert np.all(r.history["penalty"][:-1][shrank] > r.history["data"][:-1][shrank])
+
+
+def test_bad_config_values_raise():
+  obs = np.zeros((16, 16, 3), np.float32)
+  for field, value, match in [("y_solver", "newton", "y_solver"),
+                              ("norm", "l3", "norm"),
+                              ("iterations", 0, "iterations")]:
+    with pytest.raises(ValueError, match=match):
+      dn.restore(obs, physics.Denoise(), dataclasses.replace(TINY, **{field: value}))
+
+
+def test_noise_estimate_is_close_on_a_smooth_image():
+  rng = np.random.default_rng(0)
+  clean = np.asarray(dn.filters.gaussian_blur(jnp.asarray(rng.uniform(0, 1, (64, 64, 3)), jnp.float32), 3.0))
+  noisy = clean + 0.1 * rng.standard_normal(clean.shape)
+  assert float(select.estimate_noise_sigma(jnp.asarray(noisy, jnp.float32))) == pytest.approx(0.1, rel=0.1)

@@ -1,0 +1,132 @@
+"""Every task end to end on a small image; determinism; NaN-freedom; blindness."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import dncf_jax as dn
+from dncf_jax import filters, metrics, physics
+
+CFG = dn.DNCFConfig(iterations=60, channels=16, scales=3, skip_channels=4,
+                    checkpoint_every=10, learning_rate=0.01)
+
+
+def _scene(h=32, w=32, seed=0):
+  """A smooth synthetic colour scene with edges."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+  img = np.stack([0.5 + 0.3 * np.sin(6 * xx + 2 * yy),
+                  0.5 + 0.3 * np.cos(5 * yy),
+                  0.4 + 0.3 * (xx > 0.5)], -1)
+  img += 0.05 * rng.standard_normal((1, 1, 3))
+  return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _case(name, seed=0):
+  gt = _scene(seed=seed)
+  rng = np.random.default_rng(seed)
+  if name == "denoise":
+    obs = np.clip(gt + 0.1 * rng.standard_normal(gt.shape), 0, 1).astype(np.float32)
+    return obs, physics.Denoise(rho=1.0), gt
+  if name == "sr":
+    task = physics.SuperResolution(2)
+    return np.asarray(task.forward(gt)), task, gt
+  if name == "inpaint":
+    mask = (rng.uniform(size=gt.shape[:2]) > 0.3).astype(np.float32)
+    return gt * mask[:, :, None], physics.Inpaint(mask=mask), gt
+  if name == "flash":
+    flash = np.clip(gt * 1.3 + 0.05, 0, 1).astype(np.float32)
+    noflash = np.asarray(filters.gaussian_blur(gt * 0.6, 1.0))
+    return noflash, physics.FlashNoFlash(flash=flash, rho=1.0), None
+  if name == "deblur":
+    psf = physics.gaussian_psf(5, 1.0)
+    task = physics.Deblur(psf=psf, noise_sigma=0.0)
+    return np.asarray(task.forward(gt)), task, gt
+  raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["denoise", "sr", "inpaint", "flash", "deblur"])
+def test_task_end_to_end_beats_its_initial_guess(name):
+  obs, task, gt = _case(name)
+  r = dn.restore(obs, task, CFG, jax.random.key(0), reference=gt)
+  assert r.image.shape == task.scene_shape(obs.shape)
+  assert np.all(np.isfinite(r.image))
+  guess = np.clip(np.asarray(task.anchor(obs)), 0, 1)
+  if gt is not None:
+    assert metrics.psnr(r.image, gt) > metrics.psnr(guess, gt), name
+  else:  # flash: closer to the no-flash image than the initial guess
+    assert metrics.mse(r.image, obs) < metrics.mse(guess, obs)
+  assert r.chosen in dn.select.CANDIDATES
+  ev = r.history["y_evals"]
+  assert np.mean(ev) <= CFG.y_steps + 3, f"line search too costly: {np.mean(ev)}"
+
+
+def test_same_seed_same_image():
+  obs, task, _ = _case("denoise")
+  cfg = dataclasses.replace(CFG, iterations=20)
+  a = dn.restore(obs, task, cfg, jax.random.key(7)).image
+  b = dn.restore(obs, task, cfg, jax.random.key(7)).image
+  c = dn.restore(obs, task, cfg, jax.random.key(8)).image
+  assert np.array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("name", ["denoise", "sr", "inpaint", "flash", "deblur"])
+def test_no_nan_in_five_seeds(name):
+  cfg = dataclasses.replace(CFG, iterations=20, epsilon=0.05)
+  for seed in range(5):
+    obs, task, _ = _case(name, seed)
+    r = dn.restore(obs, task, cfg, jax.random.key(seed))
+    assert np.all(np.isfinite(r.image)), (name, seed)
+    for k, v in r.history.items():
+      assert np.all(np.isfinite(v)), (name, seed, k)
+
+
+def test_selection_is_blind():
+  """The ground truth changes the oracle history, never the answer."""
+  obs, task, gt = _case("denoise")
+  cfg = dataclasses.replace(CFG, iterations=20)
+  with_gt = dn.restore(obs, task, cfg, jax.random.key(0), reference=gt)
+  other = np.clip(gt[::-1] + 0.2, 0, 1)
+  with_other = dn.restore(obs, task, cfg, jax.random.key(0), reference=other)
+  without = dn.restore(obs, task, cfg, jax.random.key(0))
+  assert np.array_equal(with_gt.image, without.image)
+  assert np.array_equal(with_other.image, without.image)
+  assert with_gt.chosen == without.chosen
+  assert "checkpoint_psnr" in with_gt.history and "checkpoint_psnr" not in without.history
+  import inspect
+  for fn in (dn.select.update_choice, dn.select.discrepancy_score,
+             dn.select.estimate_noise_sigma, dn.select.residual):
+    params = inspect.signature(fn).parameters
+    assert not any(p in params for p in ("reference", "ground_truth", "gt"))
+
+
+def test_feature_phase_runs_and_keeps_improving_the_fit():
+  obs, task, _ = _case("flash")
+  cfg = dataclasses.replace(CFG, iterations=20, feature_iterations=20)
+  r = dn.restore(obs, task, cfg, jax.random.key(0))
+  assert len(r.history["data"]) == 40
+  assert r.y.shape[-1] == cfg.skip_channels + cfg.channels  # features
+  assert r.history["data"][-1] < r.history["data"][19]
+
+
+def test_any_size_is_padded_and_cropped_back():
+  obs, task, gt = _case("denoise")
+  obs, gt = obs[:29, :30], gt[:29, :30]
+  r = dn.restore(obs, task, dataclasses.replace(CFG, iterations=10), jax.random.key(0))
+  assert r.image.shape == (29, 30, 3)
+
+
+def test_gray_images_work():
+  obs, task, gt = _case("denoise")
+  r = dn.restore(obs[:, :, :1], task, dataclasses.replace(CFG, iterations=10))
+  assert r.image.shape == (32, 32, 1)
+
+
+def test_reference_of_wrong_shape_is_an_error():
+  obs, task, gt = _case("denoise")
+  with pytest.raises(ValueError, match="reference has shape"):
+    dn.restore(obs, task, CFG, reference=gt[:16])
