@@ -62,15 +62,8 @@ class Task(Protocol):
   def anchor(self, obs: Array) -> Array: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class Denoise:
-  """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``."""
-
-  rho: float = 1.0
-  noise_sigma: Optional[float] = None
-
-  def validate(self, obs: Array) -> None:
-    check_image(obs)
+class _Identity:
+  """``A`` = identity on a scene of the observation's shape, all measured."""
 
   def scene_shape(self, obs_shape):
     return tuple(obs_shape)
@@ -80,6 +73,17 @@ class Denoise:
 
   def weights(self, obs: Array) -> Array:
     return jnp.ones_like(obs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoise(_Identity):
+  """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``."""
+
+  rho: float = 1.0
+  noise_sigma: Optional[float] = None
+
+  def validate(self, obs: Array) -> None:
+    check_image(obs)
 
   def anchor(self, obs: Array) -> Array:
     return filters.gaussian_blur(obs, self.rho)
@@ -179,7 +183,7 @@ class Inpaint:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FlashNoFlash:
+class FlashNoFlash(_Identity):
   """Flash / no-flash (L_flash): fit the no-flash image ``obs``.
 
   ``A`` = identity; ``y`` stays near the smoothed flash image, so the net
@@ -199,15 +203,6 @@ class FlashNoFlash:
       raise ValueError(
           f"the flash image has shape {tuple(np.shape(self.flash))} but the "
           f"no-flash image is {tuple(obs.shape)}: they must match")
-
-  def scene_shape(self, obs_shape):
-    return tuple(obs_shape)
-
-  def forward(self, x: Array) -> Array:
-    return x
-
-  def weights(self, obs: Array) -> Array:
-    return jnp.ones_like(obs)
 
   def anchor(self, obs: Array) -> Array:
     return filters.gaussian_blur(jnp.asarray(self.flash, obs.dtype), self.rho)

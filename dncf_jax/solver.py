@@ -65,7 +65,8 @@ class DNCFConfig:
   sigmoid: bool = True
   ema_decay: float = 0.99         # moving average of f(y), a candidate
   checkpoint_every: int = 10      # candidates scored every n iterations
-  tau: float = 1.0                # discrepancy target tau * sigma^2
+  tau: float = 0.8                # discrepancy target tau * sigma^2
+  y_handicap: float = 1.0         # added to the score of the candidate y
   kappa: float = 10.0             # weight of residual whiteness in the choice
   feature_iterations: int = 0     # second phase: y = features, last block only
   seed: int = 0
@@ -175,7 +176,14 @@ def init_y_state(cfg: DNCFConfig, fun: Callable, y: Array,
           f"y has {y.size} entries: dense BFGS would need a {y.size}^2 "
           f"matrix; use y_solver='lbfgs' (BFGS is for y of at most "
           f"{BFGS_MAX_ENTRIES} entries)")
-    st = solver.init_state(y, params)
+    # The value and gradient are refreshed before every y-step, so the
+    # state is built without evaluating the objective (no extra compile).
+    shape = jax.eval_shape(solver.init_state, y, params)
+    st = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    if cfg.y_solver == "lbfgs":
+      st = st._replace(gamma=jnp.ones_like(st.gamma))
+    else:
+      st = st._replace(H=jnp.eye(y.size, dtype=y.dtype))
   elif cfg.y_solver == "adam":
     st = optax.adam(cfg.y_learning_rate).init(y)
   else:
@@ -376,14 +384,20 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   t_start = time.perf_counter()
   net = config.net(scene[2])
   hp, wp = padded_shape(scene[0], scene[1], net.required_multiple())
-  weights = jnp.asarray(task.weights(obs), jnp.float32)
-  anchor = pad_to(task.anchor(obs), hp, wp)
-  if task.noise_sigma is None:
-    sigma = select.estimate_noise_sigma(obs, weights)
-  else:
-    sigma = jnp.asarray(task.noise_sigma, jnp.float32)
-  k_init, k_eps = jax.random.split(key)
-  y0 = anchor + config.epsilon * jax.random.normal(k_eps, anchor.shape)
+
+  @jax.jit
+  def prepare(obs, key):
+    weights = jnp.asarray(task.weights(obs), jnp.float32)
+    anchor = pad_to(task.anchor(obs), hp, wp)
+    if task.noise_sigma is None:
+      sigma = select.estimate_noise_sigma(obs, weights)
+    else:
+      sigma = jnp.asarray(task.noise_sigma, jnp.float32)
+    k_init, k_eps = jax.random.split(key)
+    y0 = anchor + config.epsilon * jax.random.normal(k_eps, anchor.shape)
+    return weights, anchor, sigma, k_init, y0
+
+  weights, anchor, sigma, k_init, y0 = prepare(obs, key)
   params = jax.jit(net.init)(k_init, y0)
   num_convs = len(nets.conv_layer_names(params))
   cover = penalty.coverage_mask(params, penalty.from_depth(
@@ -424,6 +438,8 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
           model.forward, c, prob.obs, prob.weights))(cands)
       scores = select.discrepancy_score(res, sigma, config.tau, corr=corr,
                                         kappa=config.kappa)
+      # y is the passive fallback (section 2): it wins only by a margin.
+      scores = scores.at[0].add(config.y_handicap)
       if model.y_space == "features" and state_y_image is None:
         scores = scores.at[0].set(jnp.inf)
       choice = select.update_choice(choice, cands, scores, state.it)
