@@ -53,18 +53,37 @@ def residual(forward, x: Array, obs: Array, weights: Array) -> Array:
   return jnp.sum(weights * d * d) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def residual_correlation(forward, x: Array, obs: Array, weights: Array) -> Array:
-  """Lag-one autocorrelation of the residual (mean of both axes).
+def residual_stats(forward, x: Array, obs: Array, weights: Array):
+  """(mean squared residual, lag-one autocorrelation of the residual).
 
-  Near 0 when the residual is white noise; clearly positive when it holds
-  image structure (edges left behind by an over-smoothed candidate).
+  The autocorrelation (mean of both axes) is near 0 when the residual is
+  white noise and clearly positive when it holds image structure (edges
+  left behind by an over-smoothed candidate). One ``A(x)`` serves both.
   """
-  d = (forward(x) - obs) * weights
-  d = d - jnp.sum(d) / jnp.maximum(jnp.sum(weights), 1.0) * weights
+  e = forward(x) - obs
+  n = jnp.maximum(jnp.sum(weights), 1.0)
+  r = jnp.sum(weights * e * e) / n
+  d = e * weights
+  d = d - jnp.sum(d) / n * weights
   var = jnp.sum(d * d) + 1e-12
   ch = jnp.sum(d[1:] * d[:-1]) / var
   cw = jnp.sum(d[:, 1:] * d[:, :-1]) / var
-  return 0.5 * (ch + cw)
+  return r, 0.5 * (ch + cw)
+
+
+def score_candidates(forward, candidates: Array, obs: Array, weights: Array,
+                     sigma: Array, tau: float = 1.0, kappa: float = 10.0,
+                     y_handicap: float = 1.0):
+  """Scores stacked ``candidates`` (order of ``CANDIDATES``).
+
+  Returns (scores, residuals, correlations). ``y`` is the passive fallback
+  of section 2: ``y_handicap`` is added to its score, so it wins only by a
+  margin.
+  """
+  res, corr = jax.vmap(lambda c: residual_stats(forward, c, obs, weights))(
+      candidates)
+  scores = discrepancy_score(res, sigma, tau, corr=corr, kappa=kappa)
+  return scores.at[0].add(y_handicap), res, corr
 
 
 def discrepancy_score(r: Array, sigma: Array, tau: float = 1.0,

@@ -294,12 +294,11 @@ def make_step(cfg: DNCFConfig, model: Model, cover: PyTree,
     opt = optax.chain(opt, optax.masked(optax.set_to_zero(),
                                         jax.tree_util.tree_map(lambda t: not t,
                                                                trainable)))
-  n_obs_scale = 1.0
 
   def y_fun(y, params, prob: Problem):
     x = model.render(params, y)
     d = model.forward(x) - prob.obs
-    return (n_obs_scale * jnp.sum(prob.weights * d * d)
+    return (jnp.sum(prob.weights * d * d)
             + cfg.beta * jnp.sum(jnp.square(y - prob.anchor)))
 
   def theta_loss(params, y, gamma, prob):
@@ -433,15 +432,9 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
     def evaluate(state, choice, sigma):
       cands = _candidates(model, state.params, state.y,
                           state.ema / state.ema_weight, state_y_image)
-      res = jax.vmap(lambda c: model.data_mse(c, prob))(cands)
-      corr = jax.vmap(lambda c: select.residual_correlation(
-          model.forward, c, prob.obs, prob.weights))(cands)
-      scores = select.discrepancy_score(res, sigma, config.tau, corr=corr,
-                                        kappa=config.kappa)
-      # y is the passive fallback (section 2): it wins only by a margin.
-      scores = scores.at[0].add(config.y_handicap)
-      if model.y_space == "features" and state_y_image is None:
-        scores = scores.at[0].set(jnp.inf)
+      scores, res, corr = select.score_candidates(
+          model.forward, cands, prob.obs, prob.weights, sigma, config.tau,
+          config.kappa, config.y_handicap)
       choice = select.update_choice(choice, cands, scores, state.it)
       out = dict(residual=res, score=scores, correlation=corr)
       if reference is not None:
