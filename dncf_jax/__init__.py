@@ -1,7 +1,8 @@
 """dncf-jax: Deep Nonparametric Convexified Filtering (arXiv 2309.06724) in JAX."""
 
-from dncf_jax import filters, metrics, nets, penalty, physics, select
+from dncf_jax import (convex_nets, filters, metrics, nets, penalty, physics,
+                      select, toy_data)
 from dncf_jax.solver import DNCFConfig, Result, restore
 
-__all__ = ["DNCFConfig", "Result", "restore", "filters", "metrics", "nets",
-           "penalty", "physics", "select"]
+__all__ = ["DNCFConfig", "Result", "restore", "convex_nets", "filters",
+           "metrics", "nets", "penalty", "physics", "select", "toy_data"]
