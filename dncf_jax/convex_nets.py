@@ -184,6 +184,17 @@ def build(cfg: ConvexConfig) -> nn.Module:
   return cls(hidden=cfg.hidden, layers=cfg.layers)
 
 
+def canonical(cfg: ConvexConfig) -> ConvexConfig:
+  """The config with what does not change the run made explicit or dropped:
+  the mode resolved, CVXR-Net's architecture named ``ficnn``, gamma zero
+  unless the mode is ``soft``. Equal canonical configs train equal nets."""
+  mode = cfg.resolved_mode()
+  return dataclasses.replace(
+      cfg, mode=mode, net="picnn" if cfg.net == "picnn" else "ficnn",
+      gamma=cfg.gamma if mode == "soft" else 0.0,
+      adaptive=cfg.adaptive and mode == "soft")
+
+
 def coverage_predicate(cfg: ConvexConfig) -> penalty.Predicate:
   """Which kernels the penalty or the projection covers."""
   return z_kernels if cfg.coverage == "all" else upper_z_kernels(cfg.layers)
@@ -234,12 +245,18 @@ def _energies_jit(module, params, x, num_classes):
   return energies(module, params, x, num_classes)
 
 
+def scores(cfg: ConvexConfig, params: PyTree, x: Any,
+           num_classes: int = 2) -> np.ndarray:
+  """``f(x, e_k)`` for points ``x`` of shape ``(N, d)``: ``(N, K)`` energies."""
+  x = _check_points(x, _input_dim(params, cfg, num_classes))
+  return np.asarray(_energies_jit(build(cfg), params, jnp.asarray(x),
+                                  num_classes))
+
+
 def predict(cfg: ConvexConfig, params: PyTree, x: Any,
             num_classes: int = 2) -> np.ndarray:
-  """The label of lowest energy for each point."""
-  x = _check_points(x, _input_dim(params, cfg, num_classes))
-  e = _energies_jit(build(cfg), params, jnp.asarray(x), num_classes)
-  return np.asarray(jnp.argmin(e, -1))
+  """The label of lowest energy for each point (ICNN's argmin convention)."""
+  return np.argmin(scores(cfg, params, x, num_classes), -1)
 
 
 def accuracy(cfg: ConvexConfig, params: PyTree, x: Any, labels: Any,
@@ -331,8 +348,7 @@ def fit(cfg: ConvexConfig, x: Any, labels: Any,
   labels, k = _check_labels(labels, x.shape[0], num_classes)
   params = init_params(cfg, jax.random.key(cfg.seed), x.shape[1], k)
   # gamma and the seed are traced values: one compiled program serves all
-  static = dataclasses.replace(cfg, gamma=0.0, seed=0, mode=cfg.resolved_mode(),
-                               net="picnn" if cfg.net == "picnn" else "ficnn")
+  static = dataclasses.replace(canonical(cfg), gamma=0.0, seed=0)
   t0 = time.perf_counter()
   params, hist = _train(static, k, params, jnp.asarray(x), jnp.asarray(labels),
                         jnp.float32(cfg.gamma))
