@@ -156,3 +156,44 @@ def test_bad_input_is_a_clear_value_error(fits, moons):
     cn.predict(f.config, f.params, np.zeros((5, 3)))
   with pytest.raises(ValueError, match="low < high"):
     cn.jensen_violations(f.config, f.params, [1.0, 1.0], [0.0, 2.0])
+
+
+def _cli(*args):
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root,
+             JAX_COMPILATION_CACHE_DIR=os.path.join(root, ".jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return subprocess.run([sys.executable, "-m", "experiments.convexify", *args],
+                        cwd=root, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path):
+  p = _cli("--datasets=moons,swiss", f"--output_dir={tmp_path}")
+  assert p.returncode == 2 and "error: unknown dataset 'swiss'" in p.stderr
+  assert not any(tmp_path.iterdir())
+  from experiments import convexify
+  assert convexify.parse_gammas("0, 0.5,hard") == [0.0, 0.5, "hard"]
+  for bad, msg in (("0,abc", "'abc' is neither"), ("-1", "finite and >= 0"),
+                   (",", "empty")):
+    with pytest.raises(ValueError, match=msg):
+      convexify.parse_gammas(bad)
+
+
+def test_cli_small_run_writes_figure_table_and_json(tmp_path):
+  import json
+  p = _cli("--small", "--datasets=moons", "--gammas=hard",
+           f"--output_dir={tmp_path}")
+  assert p.returncode == 0, p.stderr[-2000:]
+  for name in ("regions.png", "gamma_sweep.png", "results.md", "results.json"):
+    assert (tmp_path / name).stat().st_size > 0
+  out = json.loads((tmp_path / "results.json").read_text())
+  assert set(out["nets"]) == {"ficnn", "picnn", "cvxr"}
+  assert out["nets"]["ficnn"]["moons"]["convexity"]["jensen_rate"] == 0.0
+  hard = out["gamma_sweep"]["hard (projection)"]["moons"]
+  assert hard["test_accuracy"] == out["nets"]["ficnn"]["moons"]["test_accuracy"]
+  assert "| FICNN |" in (tmp_path / "results.md").read_text()
