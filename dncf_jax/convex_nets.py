@@ -147,7 +147,7 @@ class ConvexConfig:
   layers: int = 2
   steps: int = 2000
   lr: float = 1e-3
-  gamma: float = 1e-3
+  gamma: float = 0.1
   mode: Optional[str] = None
   coverage: str = "all"
   norm: str = "l1"
@@ -395,6 +395,9 @@ def jensen_violations(cfg: ConvexConfig, params: PyTree, low: Any, high: Any,
   low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
   if low.shape != high.shape or low.ndim != 1 or np.any(low >= high):
     raise ValueError(f"need low < high, two 1-D boxes, got {low} and {high}")
+  if low.shape[0] != _input_dim(params, cfg, num_classes):
+    raise ValueError(f"the box has {low.shape[0]} coordinates, the net takes "
+                     f"{_input_dim(params, cfg, num_classes)}")
   rng = np.random.default_rng(seed)
   d, k, s, m = low.shape[0], num_classes, segments, points_per_segment
   xa = rng.uniform(low, high, (s, d))

@@ -223,7 +223,8 @@ def main(argv):
   table = _markdown(sets, main_rows, sweep_rows, gammas)
   seconds = time.perf_counter() - t0
   with open(os.path.join(out, "results.md"), "w") as fh:
-    fh.write(f"Command: `python -m experiments.convexify {' '.join(sys.argv[1:])}`"
+    cmd = " ".join(["python -m experiments.convexify", *sys.argv[1:]])
+    fh.write(f"Command: `{cmd}`"
              f" ({seconds:.0f} s, {jax.devices()[0].device_kind})\n\n" + table)
   with open(os.path.join(out, "results.json"), "w") as fh:
     json.dump(dict(datasets=sets, gammas=[str(g) for g in gammas],

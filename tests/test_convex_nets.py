@@ -156,6 +156,8 @@ def test_bad_input_is_a_clear_value_error(fits, moons):
     cn.predict(f.config, f.params, np.zeros((5, 3)))
   with pytest.raises(ValueError, match="low < high"):
     cn.jensen_violations(f.config, f.params, [1.0, 1.0], [0.0, 2.0])
+  with pytest.raises(ValueError, match="box has 3 coordinates"):
+    cn.jensen_violations(f.config, f.params, [0.0] * 3, [1.0] * 3)
 
 
 def _cli(*args):
