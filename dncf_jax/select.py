@@ -1,22 +1,29 @@
 """Blind choice of the answer (the paper's ``OPT``, section 2).
 
-The rule is the *discrepancy principle*: a restoration should explain the
-observation as well as the noise allows, and no better. For each candidate
-``x`` (``y*``, ``f(y*)``, ``f(f(y*))`` and the moving average of ``f(y)``,
-at every checkpoint along the run) we measure the data residual
+Candidates are ``y*``, ``f(y*)``, ``f(f(y*))`` and the moving average of
+``f(y)`` (as DIP keeps), scored at every checkpoint along the run by their
+data residual
 
     r(x) = sum(w * (A(x) - I_s)^2) / sum(w)
 
-over the measured entries ``w`` and pick the candidate whose residual is
-closest, in ratio, to ``tau * sigma^2``:
+over the measured entries ``w``. Nothing here sees the ground truth.
 
-    score(x) = | log((r(x) + delta) / (tau * sigma^2 + delta)) |.
+* **With noise** (``sigma > 0``) the rule is Morozov's *discrepancy
+  principle* used as a stopping rule, as in iterative regularisation: a
+  restoration should explain the observation as well as the noise allows,
+  and no better. The answer is the moving average at the first checkpoint
+  where its residual falls to ``tau * sigma^2``; the run may stop there.
+  Until then the latest moving average is kept (under- rather than
+  over-fitted). Saturated observations (0 or 1) carry clipped noise, so
+  they are left out of both the residual and the noise estimate.
+* **Without noise** (``sigma = 0``: super-resolution, inpainting, flash) the
+  candidate with the smallest residual over the run wins; ``y``, the
+  passive fallback of section 2, must beat the others by the factor
+  ``exp(y_handicap)``.
 
 ``sigma`` is the task's known noise level, or else estimated from the
 observation alone by the median absolute deviation of its finest diagonal
-Haar wavelet coefficients (Donoho and Johnstone). With a noiseless
-observation (``sigma = 0``) the rule picks the best fit. Nothing here sees
-the ground truth.
+Haar wavelet coefficients (Donoho and Johnstone).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 CANDIDATES = ("y", "f(y)", "f(f(y))", "ema f(y)")
+EMA = CANDIDATES.index("ema f(y)")
 
 
 def estimate_noise_sigma(obs: Array, weights: Array | None = None) -> Array:
@@ -47,81 +55,63 @@ def estimate_noise_sigma(obs: Array, weights: Array | None = None) -> Array:
   return jnp.nanmedian(jnp.where(ok, jnp.abs(hh), jnp.nan)) / 0.6745
 
 
+def unsaturated(obs: Array, weights: Array) -> Array:
+  """``weights`` without the entries where ``obs`` is clipped at 0 or 1."""
+  return jnp.broadcast_to(weights, obs.shape) * ((obs > 0) & (obs < 1))
+
+
 def residual(forward, x: Array, obs: Array, weights: Array) -> Array:
   """Mean squared data misfit over the measured entries."""
   d = forward(x) - obs
-  return jnp.sum(weights * d * d) / jnp.maximum(jnp.sum(weights), 1.0)
+  w = jnp.broadcast_to(weights, d.shape)
+  return jnp.sum(w * d * d) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def residual_stats(forward, x: Array, obs: Array, weights: Array):
-  """(mean squared residual, lag-one autocorrelation of the residual).
-
-  The autocorrelation (mean of both axes) is near 0 when the residual is
-  white noise and clearly positive when it holds image structure (edges
-  left behind by an over-smoothed candidate). One ``A(x)`` serves both.
-  """
-  e = forward(x) - obs
-  n = jnp.maximum(jnp.sum(weights), 1.0)
-  r = jnp.sum(weights * e * e) / n
-  d = e * weights
-  d = d - jnp.sum(d) / n * weights
-  var = jnp.sum(d * d) + 1e-12
-  ch = jnp.sum(d[1:] * d[:-1]) / var
-  cw = jnp.sum(d[:, 1:] * d[:, :-1]) / var
-  return r, 0.5 * (ch + cw)
-
-
-def score_candidates(forward, candidates: Array, obs: Array, weights: Array,
-                     sigma: Array, tau: float = 1.0, kappa: float = 10.0,
-                     y_handicap: float = 1.0):
-  """Scores stacked ``candidates`` (order of ``CANDIDATES``).
-
-  Returns (scores, residuals, correlations). ``y`` is the passive fallback
-  of section 2: ``y_handicap`` is added to its score, so it wins only by a
-  margin.
-  """
-  res, corr = jax.vmap(lambda c: residual_stats(forward, c, obs, weights))(
-      candidates)
-  scores = discrepancy_score(res, sigma, tau, corr=corr, kappa=kappa)
-  return scores.at[0].add(y_handicap), res, corr
-
-
-def discrepancy_score(r: Array, sigma: Array, tau: float = 1.0,
-                      delta: float = 1e-5, corr: Array | float = 0.0,
-                      kappa: float = 10.0) -> Array:
-  """Distance, in log-ratio, of residual ``r`` from ``tau * sigma^2``.
-
-  With noise (``sigma > 0``) a residual that is not white is penalised by
-  ``kappa * |corr|``: the residual of the right answer is the noise.
-  """
-  dist = jnp.abs(jnp.log((r + delta) / (tau * sigma * sigma + delta)))
-  return dist + jnp.where(sigma > 0, kappa * jnp.abs(corr), 0.0)
+def residuals(forward, candidates: Array, obs: Array, weights: Array) -> Array:
+  """``residual`` of each stacked candidate (order of ``CANDIDATES``)."""
+  return jax.vmap(lambda c: residual(forward, c, obs, weights))(candidates)
 
 
 class Choice(NamedTuple):
-  """The best candidate so far (kept on device during the run)."""
+  """The answer so far (kept on device during the run)."""
 
-  score: Array      # its discrepancy score
+  score: Array      # noiseless: log residual (+ handicap); noisy: r / (tau sigma^2)
   image: Array      # the candidate image
   candidate: Array  # index into CANDIDATES
   iteration: Array  # the iteration it was taken at
+  stopped: Array    # the discrepancy principle has been met (noisy case)
 
 
 def init_choice(image: Array) -> Choice:
   return Choice(jnp.asarray(jnp.inf, jnp.float32), image,
-                jnp.asarray(-1, jnp.int32), jnp.asarray(-1, jnp.int32))
+                jnp.asarray(-1, jnp.int32), jnp.asarray(-1, jnp.int32),
+                jnp.asarray(False))
 
 
-def update_choice(choice: Choice, candidates: Array, scores: Array,
-                  iteration: Array) -> Choice:
-  """Keeps the lowest-score candidate among ``choice`` and ``candidates``.
+def update_choice(choice: Choice, candidates: Array, res: Array, sigma: Array,
+                  iteration: Array, tau: float = 0.9,
+                  y_handicap: float = 1.0, delta: float = 1e-8) -> Choice:
+  """The rule of the module docstring, one checkpoint at a time.
 
-  ``candidates`` is stacked along axis 0 in the order of ``CANDIDATES``.
+  ``candidates`` is stacked along axis 0 in the order of ``CANDIDATES``
+  and ``res`` holds their residuals.
   """
+  it = jnp.asarray(iteration, jnp.int32)
+  # Noiseless: the best fit over the run, y handicapped.
+  scores = jnp.log(res + delta).at[0].add(y_handicap)
   k = jnp.argmin(scores)
   better = scores[k] < choice.score
-  return Choice(
-      jnp.where(better, scores[k], choice.score),
-      jnp.where(better, candidates[k], choice.image),
-      jnp.where(better, k.astype(jnp.int32), choice.candidate),
-      jnp.where(better, jnp.asarray(iteration, jnp.int32), choice.iteration))
+  fit = Choice(jnp.where(better, scores[k], choice.score),
+               jnp.where(better, candidates[k], choice.image),
+               jnp.where(better, k.astype(jnp.int32), choice.candidate),
+               jnp.where(better, it, choice.iteration), choice.stopped)
+  # Noisy: the moving average, frozen once its residual reaches tau sigma^2.
+  ratio = res[EMA] / (tau * sigma * sigma + delta)
+  keep = choice.stopped
+  stop = Choice(jnp.where(keep, choice.score, ratio),
+                jnp.where(keep, choice.image, candidates[EMA]),
+                jnp.where(keep, choice.candidate, jnp.int32(EMA)),
+                jnp.where(keep, choice.iteration, it),
+                keep | (ratio <= 1.0))
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(sigma > 0, a, b),
+                                stop, fit)

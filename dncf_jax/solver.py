@@ -63,11 +63,11 @@ class DNCFConfig:
   skip_channels: int = 4
   upsample: str = "bilinear"
   sigmoid: bool = True
-  ema_decay: float = 0.99         # moving average of f(y), a candidate
+  ema_decay: float = 0.95         # moving average of f(y), the noisy-task answer
   checkpoint_every: int = 10      # candidates scored every n iterations
-  tau: float = 0.8                # discrepancy target tau * sigma^2
-  y_handicap: float = 1.0         # added to the score of the candidate y
-  kappa: float = 10.0             # weight of residual whiteness in the choice
+  tau: float = 0.9                # discrepancy target tau * sigma^2 (noisy tasks)
+  y_handicap: float = 1.0         # y must fit better by exp(this) (noiseless tasks)
+  early_stop: bool = True         # stop once the discrepancy principle is met
   feature_iterations: int = 0     # second phase: y = features, last block only
   seed: int = 0
 
@@ -245,6 +245,7 @@ class Problem(NamedTuple):
   obs: Array       # I_s
   weights: Array   # W, measured entries of I_s
   anchor: Array    # G(I_s) in the space of y (padded)
+  select_weights: Array  # entries the blind rule scores (W, unsaturated if noisy)
 
 
 class State(NamedTuple):
@@ -388,15 +389,17 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   def prepare(obs, key):
     weights = jnp.asarray(task.weights(obs), jnp.float32)
     anchor = pad_to(task.anchor(obs), hp, wp)
+    unsat = select.unsaturated(obs, weights)
     if task.noise_sigma is None:
-      sigma = select.estimate_noise_sigma(obs, weights)
+      sigma = select.estimate_noise_sigma(obs, unsat)
     else:
       sigma = jnp.asarray(task.noise_sigma, jnp.float32)
+    sel_w = jnp.where(sigma > 0, unsat, jnp.broadcast_to(weights, obs.shape))
     k_init, k_eps = jax.random.split(key)
     y0 = anchor + config.epsilon * jax.random.normal(k_eps, anchor.shape)
-    return weights, anchor, sigma, k_init, y0
+    return weights, anchor, sigma, sel_w, k_init, y0
 
-  weights, anchor, sigma, k_init, y0 = prepare(obs, key)
+  weights, anchor, sigma, sel_w, k_init, y0 = prepare(obs, key)
   params = jax.jit(net.init)(k_init, y0)
   num_convs = len(nets.conv_layer_names(params))
   cover = penalty.coverage_mask(params, penalty.from_depth(
@@ -404,8 +407,7 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   model = Model(net, task.forward, scene[:2], (hp, wp))
 
   history: dict[str, list] = {}
-  ckpt: dict[str, list] = {"iteration": [], "residual": [], "score": [],
-                           "correlation": []}
+  ckpt: dict[str, list] = {"iteration": [], "residual": []}
   if reference is not None:
     ckpt["psnr"] = []
   compile_seconds = 0.0
@@ -432,11 +434,11 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
     def evaluate(state, choice, sigma):
       cands = _candidates(model, state.params, state.y,
                           state.ema / state.ema_weight, state_y_image)
-      scores, res, corr = select.score_candidates(
-          model.forward, cands, prob.obs, prob.weights, sigma, config.tau,
-          config.kappa, config.y_handicap)
-      choice = select.update_choice(choice, cands, scores, state.it)
-      out = dict(residual=res, score=scores, correlation=corr)
+      res = select.residuals(model.forward, cands, prob.obs,
+                             prob.select_weights)
+      choice = select.update_choice(choice, cands, res, sigma, state.it,
+                                    config.tau, config.y_handicap)
+      out = dict(residual=res)
       if reference is not None:
         mse = jnp.mean(jnp.square(jnp.clip(cands, 0, 1) - reference),
                        axis=(1, 2, 3))
@@ -475,14 +477,17 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
           info["psnr"] = {c: float(p) for c, p in
                           zip(select.CANDIDATES, out["psnr"])}
         progress(info)
+      if config.early_stop and bool(choice.stopped):
+        break
     return state, choice, cands
 
   total_iterations = config.iterations + config.feature_iterations
-  prob = Problem(obs, weights, anchor)
+  prob = Problem(obs, weights, anchor, sel_w)
   choice = select.init_choice(jnp.zeros(scene, jnp.float32))
   state, choice, cands = run_phase(model, prob, params, y0, config.iterations,
                                    None, 0, choice)
-  if config.feature_iterations:
+  if config.feature_iterations and not (config.early_stop and
+                                        bool(choice.stopped)):
     state_y_image = state.y[:scene[0], :scene[1]]
     fmodel = dataclasses.replace(model, y_space="features")
     feats = net.apply(state.params, state.y, method=nets.Skip.features)
@@ -491,7 +496,7 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
         lambda p, _: penalty._names(p)[1] not in _body_names(net, state.params),
         state.params)
     state, choice, cands = run_phase(
-        fmodel, Problem(obs, weights, f_anchor), state.params, feats,
+        fmodel, Problem(obs, weights, f_anchor, sel_w), state.params, feats,
         config.feature_iterations, head_only, config.iterations, choice)
 
   image = np.asarray(jnp.clip(choice.image, 0.0, 1.0))

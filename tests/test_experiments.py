@@ -37,6 +37,22 @@ def test_flagfiles_reproduce_the_benchmark_inputs(flagfile, module, task,
     assert np.abs(got["ground_truth"] - ref["ground_truth"]).max() < 1e-6
 
 
+@pytest.mark.parametrize("flagfile,module,shape", [
+    ("denoise_paper", "denoise", (512, 512, 3)), ("sr_paper", "sr", (96, 144, 3)),
+    ("inpaint1_paper", "inpaint", (512, 512, 3)),
+    ("inpaint2_paper", "inpaint", (448, 704, 3)),
+    ("vase_paper", "inpaint", (320, 320, 3)),
+    ("vase_cpu_small", "inpaint", (128, 128, 3)),
+    ("flash_paper", "flash", (706, 774, 3))])
+def test_paper_flagfiles_load_their_full_size_inputs(flagfile, module, shape,
+                                                     data_dir, tmp_path):
+  p = _run(module, f"--flagfile=experiments/configs/{flagfile}.flags",
+           "--dry_run", f"--output_dir={tmp_path}", f"--data_dir={data_dir}",
+           "--name=x")
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert np.load(tmp_path / "x_inputs.npz")["observation"].shape == shape
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
   p = _run("denoise", "--input=no_such_image.png", "--dry_run",
            f"--output_dir={tmp_path}")

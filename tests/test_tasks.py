@@ -100,7 +100,7 @@ def test_selection_is_blind():
   assert with_gt.chosen == without.chosen
   assert "checkpoint_psnr" in with_gt.history and "checkpoint_psnr" not in without.history
   import inspect
-  for fn in (dn.select.update_choice, dn.select.discrepancy_score,
+  for fn in (dn.select.update_choice, dn.select.residuals,
              dn.select.estimate_noise_sigma, dn.select.residual):
     params = inspect.signature(fn).parameters
     assert not any(p in params for p in ("reference", "ground_truth", "gt"))
