@@ -1,7 +1,9 @@
 """dncf-jax: Deep Nonparametric Convexified Filtering (arXiv 2309.06724) in JAX."""
 
-from dncf_jax import filters, metrics, nets, penalty, physics, select
+from dncf_jax import (attacks, classifiers, defense_baselines, filters,
+                      metrics, nets, penalty, physics, select)
 from dncf_jax.solver import DNCFConfig, Result, restore
 
-__all__ = ["DNCFConfig", "Result", "restore", "filters", "metrics", "nets",
-           "penalty", "physics", "select"]
+__all__ = ["DNCFConfig", "Result", "restore", "attacks", "classifiers",
+           "defense_baselines", "filters", "metrics", "nets", "penalty",
+           "physics", "select"]
