@@ -116,7 +116,7 @@ def bim(logits_fn: LogitsFn, x: Array, labels: Array, *, eps: float = EPS,
   return _iterate(logits_fn, x, x, labels, eps, alpha, int(steps), targeted)
 
 
-def pgd(logits_fn: LogitsFn, x: Array, labels: Array, *, key,
+def pgd(logits_fn: LogitsFn, x: Array, labels: Array, *, key=None,
         eps: float = EPS, alpha: float = ALPHA, steps: int = STEPS,
         targeted: bool = False) -> Array:
   """Madry et al.: BIM from a uniform random start in the eps-ball."""
@@ -125,7 +125,7 @@ def pgd(logits_fn: LogitsFn, x: Array, labels: Array, *, key,
   return _iterate(logits_fn, x, start, labels, eps, alpha, int(steps), targeted)
 
 
-def ffgsm(logits_fn: LogitsFn, x: Array, labels: Array, *, key,
+def ffgsm(logits_fn: LogitsFn, x: Array, labels: Array, *, key=None,
           eps: float = EPS, alpha: float = FFGSM_ALPHA,
           targeted: bool = False) -> Array:
   """Wong et al. fast FGSM: uniform start, one step of ``alpha``, projection."""

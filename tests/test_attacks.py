@@ -102,7 +102,9 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="floats"):
     attacks.fgsm(f, (x * 255).astype(jnp.uint8), y)
   with pytest.raises(ValueError, match="key"):
-    attacks.pgd(f, x, y, key=None)
+    attacks.pgd(f, x, y)
+  with pytest.raises(ValueError, match="key"):
+    attacks.ffgsm(f, x, y)
   with pytest.raises(ValueError, match="eps must be positive"):
     attacks.pgd(f, x, y, key=jax.random.key(0), eps=0.0)
   with pytest.raises(ValueError, match="c must be positive"):
