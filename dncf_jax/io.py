@@ -115,3 +115,19 @@ def default_data_dir() -> str:
   """``../shared/data`` relative to the repository root."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   return os.path.normpath(os.path.join(root, "..", "shared", "data"))
+
+
+def default_models_dir() -> str:
+  """``../shared/models`` relative to the repository root."""
+  return os.path.join(os.path.dirname(default_data_dir()), "models")
+
+
+def load_cifar10_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """The 2000-image CIFAR-10 test subset: float32 NHWC in [0, 1], int labels."""
+  path = os.path.join(data_dir, "cifar10", "cifar10_test_2000.npz")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} is missing: point data_dir at the shared data folder "
+        "(../shared/data)")
+  with np.load(path) as f:
+    return from_uint8(f["images"]), np.asarray(f["labels"], np.int32)

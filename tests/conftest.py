@@ -24,6 +24,39 @@ def data_dir():
   return DATA_DIR
 
 
+MODELS_DIR = dio.default_models_dir()
+
+
+@pytest.fixture(scope="session")
+def models_dir():
+  if not os.path.isfile(os.path.join(MODELS_DIR, "resnet20_cifar10.npz")):
+    pytest.skip(f"shared models not found at {MODELS_DIR} (../shared/models)")
+  return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def cifar_dir():
+  if not os.path.isfile(os.path.join(DATA_DIR, "cifar10", "cifar10_test_2000.npz")):
+    pytest.skip(f"CIFAR-10 test subset not found under {DATA_DIR} (../shared/data)")
+  return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_dir):
+  """The 2000 test images (float32 NHWC in [0, 1]) and labels."""
+  return dio.load_cifar10_test(cifar_dir)
+
+
+@pytest.fixture(scope="session")
+def resnet20(models_dir):
+  """``logits_fn(x)`` of the float32 ResNet-20, jitted (one object per session,
+  so attacks compiled for it are shared between tests)."""
+  from dncf_jax import classifiers
+  apply_fn, params = classifiers.load_resnet20(
+      os.path.join(models_dir, "resnet20_cifar10.npz"))
+  return jax.jit(lambda x: apply_fn(params, x))
+
+
 # Runs with equal shapes and settings share compiled programs across tests.
 jax.config.update("jax_compilation_cache_dir",
                   os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
