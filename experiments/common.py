@@ -20,6 +20,7 @@ from PIL import Image
 import dncf_jax as dn
 from dncf_jax import io as dio
 from dncf_jax import metrics
+from experiments.cli import run_main  # noqa: F401  (re-exported)
 
 FLAGS = flags.FLAGS
 
@@ -251,17 +252,3 @@ def run_and_write(name: str, observation: np.ndarray, task,
                                  "seconds", "chosen") if k in out}
   print(f"{name}: {summary}\nwrote {FLAGS.output_dir}/{name}.json", flush=True)
   return out
-
-
-def run_main(main) -> None:
-  """``app.run(main)`` with bad input reported as one clear line, exit code 2."""
-  from absl import app
-
-  def wrapped(argv):
-    try:
-      return main(argv)
-    except (ValueError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-
-  app.run(wrapped)

@@ -19,7 +19,7 @@ import numpy as np
 
 from dncf_jax import convex_nets as cn
 from dncf_jax import toy_data
-from experiments import common
+from experiments import cli
 
 flags.DEFINE_integer("steps", 2000, "Adam steps per net (full batch).")
 flags.DEFINE_integer("seed", 0, "Seed of the data sets, the inits and the "
@@ -39,8 +39,8 @@ flags.DEFINE_integer("points", 600, "Points per set (half train, half test).")
 flags.DEFINE_integer("segments", 1000, "Random segments of the Jensen check.")
 flags.DEFINE_boolean("small", False, "Quick run: 200 steps, 32 units, 200 "
                      "points, 200 segments.")
+flags.DEFINE_string("output_dir", "results/convexify", "Where results are written.")
 FLAGS = flags.FLAGS
-FLAGS.set_default("output_dir", "results/convexify")
 
 NET_TITLES = dict(ficnn="FICNN", picnn="PICNN", cvxr="CVXR-Net")
 
@@ -237,4 +237,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run_main(main)
+  cli.run_main(main)
