@@ -6,10 +6,15 @@ interpolation, Deep Image Prior (Ulyanov et al. 2018) and DeepRED
 as DNCF (:mod:`dncf_jax.physics`).
 """
 
-from dncf_jax.baselines import bicubic, tv
+from dncf_jax.baselines import bicubic, deepred, dip, tv
 from dncf_jax.baselines.bicubic import bicubic_upsample
+from dncf_jax.baselines.deepred import (DeepREDConfig, deepred_config,
+                                        deepred_restore)
+from dncf_jax.baselines.dip import DIPConfig, dip_config, dip_restore
 from dncf_jax.baselines.tv import (tv_denoise, tv_objective, tv_restore,
                                    tv_weight_discrepancy, tv_weight_oracle)
 
-__all__ = ["bicubic", "bicubic_upsample", "tv", "tv_denoise", "tv_objective",
+__all__ = ["DIPConfig", "DeepREDConfig", "bicubic", "bicubic_upsample",
+           "deepred", "deepred_config", "deepred_restore", "dip", "dip_config",
+           "dip_restore", "tv", "tv_denoise", "tv_objective",
            "tv_restore", "tv_weight_discrepancy", "tv_weight_oracle"]
