@@ -119,8 +119,8 @@ def tv_denoise(image, weight: float = 0.1, iters: int = 200,
 def chambolle_prox(v: Array, weight: Array, p: Array, iters: int):
   """``iters`` fixed projection steps on (H, W, C) from dual ``p`` (2, H, W, C).
 
-  Returns (prox of ``weight TV`` at ``v``, dual). The inner
-  solver for FISTA and DeepRED; ``p`` warm-starts the next call.
+  Returns (prox of ``weight TV`` at ``v``, dual): FISTA's inner solver;
+  ``p`` warm-starts the next call.
   """
 
   def one(f, p):
