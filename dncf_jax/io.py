@@ -131,3 +131,13 @@ def load_cifar10_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
         "(../shared/data)")
   with np.load(path) as f:
     return from_uint8(f["images"]), np.asarray(f["labels"], np.int32)
+
+
+def sample_image() -> np.ndarray:
+  """scikit-image's bundled astronaut, 128x128 around the face, float RGB in [0, 1].
+
+  The no-download default of ``python -m experiments.denoise`` and of the tests.
+  """
+  import skimage.data
+  im = Image.fromarray(skimage.data.astronaut()[0:256, 128:384])
+  return np.asarray(im.resize((128, 128), Image.LANCZOS), np.float32) / 255.0

@@ -6,8 +6,8 @@ so that nothing needs downloading.
 """
 
 from absl import app, flags
-import numpy as np
 
+from dncf_jax import io as dio
 from dncf_jax import physics
 from experiments import common
 
@@ -18,20 +18,12 @@ common.define_config_flags()
 FLAGS = flags.FLAGS
 
 
-def default_image() -> np.ndarray:
-  """skimage's astronaut, 128x128 around the face, float RGB in [0, 1]."""
-  from PIL import Image
-  import skimage.data
-  im = Image.fromarray(skimage.data.astronaut()[0:256, 128:384])
-  return np.asarray(im.resize((128, 128), Image.LANCZOS), np.float32) / 255.0
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   gt = common.load(FLAGS.ground_truth) if FLAGS.ground_truth else None
   if FLAGS.input is None:
-    clean = default_image()
+    clean = dio.sample_image()
     sigma = 25.0 if FLAGS.synthetic_sigma is None else FLAGS.synthetic_sigma
     obs, gt = common.add_noise(clean, sigma, FLAGS.noise_seed), clean
     name = FLAGS.name or "denoise_astronaut"

@@ -90,10 +90,3 @@ def test_default_denoise_run_needs_no_download(tmp_path):
   noise = got["observation"] - got["ground_truth"]
   assert 0.08 < noise.std() < 0.1
 
-
-def test_convexify_and_an_image_experiment_import_in_one_process():
-  """Their flags must not clash (the test session imports both)."""
-  code = "import experiments.convexify, experiments.denoise"
-  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                     text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  assert p.returncode == 0, p.stderr[-2000:]

@@ -25,7 +25,7 @@ def _problem(cfg, h=16, w=16, dtype=jnp.float32):
   cover = penalty.coverage_mask(params, penalty.from_depth(
       cfg.penalty_depth, len(nets.conv_layer_names(params))))
   model = solver.Model(net, task.forward, (h, w), (h, w))
-  prob = solver.Problem(obs, jnp.ones_like(obs), anchor)
+  prob = solver.Problem(obs, jnp.ones_like(obs), anchor, jnp.ones_like(obs))
   return model, prob, params, cover
 
 

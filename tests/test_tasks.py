@@ -9,6 +9,7 @@ import pytest
 
 import dncf_jax as dn
 from dncf_jax import filters, metrics, physics
+from dncf_jax import io as dio
 
 CFG = dn.DNCFConfig(iterations=60, channels=16, scales=3, skip_channels=4,
                     checkpoint_every=10, learning_rate=0.01)
@@ -16,9 +17,8 @@ CFG = dn.DNCFConfig(iterations=60, channels=16, scales=3, skip_channels=4,
 
 def _scene(seed=0):
   """A 48x48 crop of the bundled astronaut photo (no download needed)."""
-  from experiments.denoise import default_image
   r, c = 32 + 8 * (seed % 3), 40 + 8 * (seed // 3)
-  return default_image()[r:r + 48, c:c + 48]
+  return dio.sample_image()[r:r + 48, c:c + 48]
 
 
 def _case(name, seed=0):
