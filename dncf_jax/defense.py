@@ -53,10 +53,10 @@ class DefenseConfig:
   beta: float = 1.0           # weight of ||G(I_adv) + eps - y||^2
   rho: float = 1.0            # std (pixels) of the Gaussian smoothing G
   epsilon: float = 0.03       # std of the random perturbation eps
-  lr: float = 0.01            # Adam step on theta
+  lr: float = 0.03            # Adam step on theta
   gamma: float = 1e-3         # initial penalty weight (Eq. 6), gamma/4 rule
   mode: str = "per_image"     # per_image | shared
-  channels: int = 32          # width of the 3-conv net
+  channels: int = 16          # width of the 3-conv net
   seed: int = 0
   norm: bool = True           # BatchStatNorm after the hidden convolutions
   sigmoid: bool = True

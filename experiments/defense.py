@@ -13,7 +13,6 @@ built from that file.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -54,9 +53,9 @@ flags.DEFINE_integer("iterations", 30, "DNCF iterations.")
 flags.DEFINE_float("beta", 1.0, "DNCF beta.")
 flags.DEFINE_float("rho", 1.0, "DNCF Gaussian smoothing width.")
 flags.DEFINE_float("epsilon", 0.03, "DNCF random perturbation std.")
-flags.DEFINE_float("lr", 0.01, "DNCF Adam step on theta.")
+flags.DEFINE_float("lr", 0.03, "DNCF Adam step on theta.")
 flags.DEFINE_float("gamma", 1e-3, "DNCF penalty weight.")
-flags.DEFINE_integer("channels", 32, "DNCF net width.")
+flags.DEFINE_integer("channels", 16, "DNCF net width.")
 flags.DEFINE_integer("seed", 0, "Seed of attacks and DNCF.")
 flags.DEFINE_string("compilation_cache",
                     os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
@@ -68,41 +67,6 @@ STEM = "table1_cifar10"
 # ---------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------
-
-
-def load_data(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Images float32 NHWC in [0, 1] and int labels, from an npz or a folder."""
-  if os.path.isdir(path):
-    from PIL import Image
-    classes = sorted(d for d in os.listdir(path)
-                     if os.path.isdir(os.path.join(path, d)))
-    ims, labels = [], []
-    for c, name in enumerate(classes):
-      for f in sorted(glob.glob(os.path.join(path, name, "*.png"))):
-        ims.append(np.asarray(Image.open(f).convert("RGB")))
-        labels.append(c)
-    if not ims:
-      raise ValueError(f"--data folder {path} has no class_name/*.png images")
-    shapes = {im.shape for im in ims}
-    if len(shapes) != 1:
-      raise ValueError(f"--data images differ in size: {sorted(shapes)[:3]}")
-    images, labels = np.stack(ims), np.asarray(labels)
-  elif os.path.isfile(path):
-    try:
-      with np.load(path) as f:
-        images, labels = f["images"], f["labels"]
-    except (KeyError, OSError, ValueError) as e:
-      raise ValueError(f"--data {path}: needs an npz with 'images' and "
-                       f"'labels' ({e})")
-  else:
-    raise FileNotFoundError(f"--data not found: {path}")
-  if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-    raise ValueError(f"--data images must be uint8 (N, H, W, 3), got "
-                     f"{images.dtype} {images.shape}")
-  if labels.shape != (images.shape[0],):
-    raise ValueError(f"--data labels must have shape ({images.shape[0]},), "
-                     f"got {labels.shape}")
-  return dio.from_uint8(images), np.asarray(labels, np.int32)
 
 
 def select(n: int, limit) -> np.ndarray:
@@ -234,7 +198,7 @@ def main(argv):
   atk_names, def_names, ada = parse_lists()
   cfgs = {"dncf_per_image": defense_config("per_image"),
           "dncf_shared": defense_config("shared")}
-  images, labels = load_data(FLAGS.data)
+  images, labels = dio.load_labelled_images(FLAGS.data, "--data")
   sel = select(len(images), FLAGS.limit)
   import jax
   if FLAGS.compilation_cache:
