@@ -177,13 +177,18 @@ def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
     cells += [fmt(r["dncf_seconds_per_image"].get(d), 3) for d in DNCF
               if d in defenses]
     lines.append("| " + " | ".join(cells) + " |")
-  notes = [
-      "", f"Accuracy in %; every image counted (also those the model gets "
-      f"wrong clean). Rows `*+bpda_eot`: PGD run through each defense with "
-      f"BPDA (identity backward) and EOT over {meta['eot_samples']} purifier "
-      f"draws per step; 'acc. attacked' is then blank. DNCF: "
-      f"{meta['dncf']}; the purified image is f(y) at the end of the fixed "
-      f"budget. Seconds include compilation on the first batch."]
+  dncf = {k: {f: v[f] for f in ("iterations", "channels", "lr", "beta",
+                                 "rho", "epsilon", "gamma")}
+          for k, v in meta["dncf"].items()}
+  notes = ["", "Accuracy in %; every image counted (also those the model "
+           "gets wrong clean). DNCF settings: " + json.dumps(dncf)
+           + "; the purified image is f(y) at the end of the fixed budget. "
+           "Seconds include compilation on the first batch."]
+  if meta["adaptive"]:
+    notes.append(f"Rows `*+bpda_eot`: PGD through each defense (column) with "
+                 f"BPDA (identity backward) and EOT over "
+                 f"{meta['eot_samples']} purifier draws per step; jpeg and tv "
+                 f"are not traceable and left blank.")
   return "\n".join(lines + notes) + "\n"
 
 
