@@ -40,6 +40,9 @@ flags.DEFINE_list("attacks", list(ALL_ATTACKS), "Attacks (rows).")
 flags.DEFINE_list("defenses", list(DNCF + BASELINES), "Defenses (columns).")
 flags.DEFINE_list("adaptive", ["pgd"], "Attacks also run adaptively through "
                   "each defense (BPDA + EOT); only 'pgd'; empty: none.")
+flags.DEFINE_list("adaptive_defenses", [], "Defenses the adaptive attack "
+                  "goes through (default: every traceable one in --defenses: "
+                  "not jpeg, tv).")
 flags.DEFINE_integer("eot_samples", 4, "EOT draws of the purifier per step.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 flags.DEFINE_string("output_dir", "results", "Where the table is written.")
@@ -92,11 +95,17 @@ def parse_lists():
   ada = [a for a in FLAGS.adaptive if a]
   if any(a != "pgd" for a in ada):
     raise ValueError(f"--adaptive takes only pgd, got {ada}")
+  ada_defs = [ALIASES.get(d, d) for d in FLAGS.adaptive_defenses if d]
+  bad = [d for d in ada_defs if d not in dfs or d not in TRACEABLE]
+  if bad:
+    raise ValueError(f"--adaptive_defenses {bad}: each must be in --defenses "
+                     f"and traceable ({', '.join(TRACEABLE)})")
+  ada_defs = ada_defs or [d for d in dfs if d in TRACEABLE]
   if FLAGS.batch_size < 1:
     raise ValueError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
   if FLAGS.eot_samples < 1:
     raise ValueError("--eot_samples must be >= 1")
-  return atk, dfs, ada
+  return atk, dfs, ada, ada_defs
 
 
 def defense_config(mode: str):
@@ -187,8 +196,8 @@ def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
   if meta["adaptive"]:
     notes.append(f"Rows `*+bpda_eot`: PGD through each defense (column) with "
                  f"BPDA (identity backward) and EOT over "
-                 f"{meta['eot_samples']} purifier draws per step; jpeg and tv "
-                 f"are not traceable and left blank.")
+                 f"{meta['eot_samples']} purifier draws per step, for "
+                 f"{', '.join(meta['adaptive_defenses'])} (others blank).")
   return "\n".join(lines + notes) + "\n"
 
 
@@ -200,7 +209,7 @@ def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  atk_names, def_names, ada = parse_lists()
+  atk_names, def_names, ada, ada_defs = parse_lists()
   cfgs = {"dncf_per_image": defense_config("per_image"),
           "dncf_shared": defense_config("shared")}
   images, labels = dio.load_labelled_images(FLAGS.data, "--data")
@@ -215,6 +224,7 @@ def main(argv):
   jsonl = os.path.join(FLAGS.output_dir, f"{STEM}.jsonl")
   meta = dict(data=os.path.abspath(FLAGS.data), images=sel.tolist(),
               attacks=atk_names, defenses=def_names, adaptive=ada,
+              adaptive_defenses=ada_defs,
               eot_samples=FLAGS.eot_samples, batch_size=FLAGS.batch_size,
               seed=FLAGS.seed,
               dncf={k: dataclasses.asdict(v) for k, v in cfgs.items()
@@ -277,9 +287,7 @@ def main(argv):
                    defense_seconds={})
         bkey = jax.random.fold_in(key, int(idx[0]))
         if row.endswith("+bpda_eot"):
-          for d in def_names:
-            if d not in TRACEABLE:
-              continue
+          for d in ada_defs:
             if d not in adaptive_fns:
               pur = traceable(d)
               adaptive_fns[d] = jax.jit(

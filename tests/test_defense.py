@@ -55,7 +55,7 @@ def test_sharding_over_four_cpu_devices_matches_one_device():
       assert jax.device_count() == 4, jax.devices()
       x = np.random.default_rng(0).uniform(0.1, 0.9, (6, 12, 12, 3)).astype(np.float32)
       for mode in defense.MODES:
-        cfg = defense.DefenseConfig(mode=mode, iterations=8, channels=8, lr=0.01)
+        cfg = defense.DefenseConfig(mode=mode, iterations=4, channels=8, lr=0.01)
         four = defense.purify(x, cfg)                       # padded to 8, sharded
         one = defense.purify(x, cfg, mesh=defense.batch_mesh(jax.devices()[:1]))
         # Equal up to float rounding (other shapes per device fuse differently;
@@ -82,7 +82,7 @@ def test_sharding_over_four_cpu_devices_matches_one_device():
 
 def test_bpda_forward_is_the_purifier_backward_is_identity():
   x = _smooth_batch(2, 8)
-  cfg = defense.DefenseConfig(mode="per_image", iterations=2, channels=4)
+  cfg = defense.DefenseConfig(mode="per_image", iterations=1, channels=4)
   fn = defense.purify_fn(cfg)
   pur = lambda z: fn(z, jnp.ones(2), jnp.arange(2), jax.random.key(0))
   wrapped = defense.bpda(pur)

@@ -24,7 +24,8 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
     cifar_dir, models_dir, tmp_path):
   args = ["--limit=8", "--batch_size=4", "--attacks=fgsm",
           "--defenses=dncf_shared,blur", "--iterations=2", "--channels=4",
-          "--adaptive=pgd", "--eot_samples=2", f"--output_dir={tmp_path}"]
+          "--adaptive=pgd", "--adaptive_defenses=blur", "--eot_samples=2",
+          f"--output_dir={tmp_path}"]
   p = _run(*args, "--stop_after_batches=1")
   assert p.returncode == 0, p.stderr[-3000:]
   assert "stopped after 1 batch" in p.stdout
@@ -49,6 +50,8 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
   assert rows["clean"]["accuracy_attacked"] > 40
   assert rows["fgsm"]["accuracy_attacked"] < rows["clean"]["accuracy_attacked"]
   assert set(rows["fgsm"]["defended"]) == {"dncf_shared", "gaussian_blur"}
+  ada = rows["pgd+bpda_eot"]["defended"]
+  assert ada["dncf_shared"] is None and ada["gaussian_blur"] is not None
   assert rows["fgsm"]["dncf_seconds_per_image"]["dncf_shared"] > 0
   md = (tmp_path / "table1_cifar10.md").read_text()
   assert "| fgsm | 8 |" in md and "acc. dncf_shared" in md
@@ -62,9 +65,10 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
     ("--attacks=fgsm,nope", "unknown attack"),
     ("--data=/nonexistent.npz", "not found"),
     ("--iterations=0", "iterations"),
+    ("--defenses=blur --adaptive_defenses=jpeg", "adaptive_defenses"),
 ])
 def test_bad_flags_give_one_error_line(flag, msg, tmp_path):
-  p = _run(flag, f"--output_dir={tmp_path}")
+  p = _run(*flag.split(), f"--output_dir={tmp_path}")
   assert p.returncode == 2
   lines = p.stderr.strip().splitlines()
   assert "Traceback" not in p.stderr
