@@ -210,7 +210,8 @@ def purify(images, config: DefenseConfig = DefenseConfig(),
 
   The batch is padded to a multiple of the mesh size (padding has weight 0)
   and sharded over its ``"batch"`` axis; ``indices`` (default ``arange(N)``)
-  seed each image's randomness.
+  seed each image's randomness. Under ``jax.distributed`` every host passes
+  the whole batch and gets the whole result back (each computes its shards).
   """
   config.validate()
   _check(images)
@@ -229,7 +230,13 @@ def purify(images, config: DefenseConfig = DefenseConfig(),
     x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
     idx = np.concatenate([idx, np.full(pad, idx[-1])])
     wts[n:] = 0.0
-  out = _compiled(config, mesh)(x, wts, idx.astype(np.int32), key)
+  shard = NamedSharding(mesh, P("batch"))
+  put = lambda a: jax.make_array_from_callback(a.shape, shard, lambda i: a[i])
+  out = _compiled(config, mesh)(put(x), put(wts), put(idx.astype(np.int32)),
+                                key)
+  if not out.is_fully_addressable:  # several hosts: every host gets it all
+    from jax.experimental import multihost_utils
+    out = multihost_utils.process_allgather(out, tiled=True)
   return np.asarray(out)[:n]
 
 
