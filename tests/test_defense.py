@@ -52,6 +52,8 @@ def test_sharding_over_four_cpu_devices_matches_one_device():
   code = textwrap.dedent("""
       import jax, numpy as np
       from dncf_jax import defense
+      jax.config.update("jax_compilation_cache_dir", ".jax_cache")
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
       assert jax.device_count() == 4, jax.devices()
       x = np.random.default_rng(0).uniform(0.1, 0.9, (6, 12, 12, 3)).astype(np.float32)
       for mode in defense.MODES:
