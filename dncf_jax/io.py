@@ -141,3 +141,41 @@ def sample_image() -> np.ndarray:
   import skimage.data
   im = Image.fromarray(skimage.data.astronaut()[0:256, 128:384])
   return np.asarray(im.resize((128, 128), Image.LANCZOS), np.float32) / 255.0
+
+
+def load_labelled_images(path: str, what: str = "data"
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """A labelled set: an npz with ``images`` (uint8 NHWC) and ``labels``, or a
+  folder ``class_name/*.png`` (classes in sorted order). Float32 in [0, 1]."""
+  if os.path.isdir(path):
+    classes = sorted(d for d in os.listdir(path)
+                     if os.path.isdir(os.path.join(path, d)))
+    ims, labels = [], []
+    for c, name in enumerate(classes):
+      folder = os.path.join(path, name)
+      for f in sorted(os.listdir(folder)):
+        if f.lower().endswith(".png"):
+          ims.append(np.asarray(_open(os.path.join(folder, f)).convert("RGB")))
+          labels.append(c)
+    if not ims:
+      raise ValueError(f"{what} folder {path} has no class_name/*.png images")
+    shapes = {im.shape for im in ims}
+    if len(shapes) != 1:
+      raise ValueError(f"{what} images differ in size: {sorted(shapes)[:3]}")
+    images, labels = np.stack(ims), np.asarray(labels)
+  elif os.path.isfile(path):
+    try:
+      with np.load(path) as f:
+        images, labels = f["images"], f["labels"]
+    except (KeyError, OSError, ValueError) as e:
+      raise ValueError(f"{what} {path}: needs an npz with 'images' and "
+                       f"'labels' ({e})")
+  else:
+    raise FileNotFoundError(f"{what} not found: {path}")
+  if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+    raise ValueError(f"{what} images must be uint8 (N, H, W, 3), got "
+                     f"{images.dtype} {images.shape}")
+  if labels.shape != (images.shape[0],):
+    raise ValueError(f"{what} labels must have shape ({images.shape[0]},), "
+                     f"got {labels.shape}")
+  return from_uint8(images), np.asarray(labels, np.int32)

@@ -1,0 +1,342 @@
+"""Table 1 on CIFAR-10: ``python -m experiments.defense --flagfile=...``.
+
+Rows: clean and each attack (non-adaptive: the attack sees the classifier
+only), then ``<attack>+bpda_eot`` (adaptive: PGD through each defense with
+BPDA and EOT). Columns: attack seconds, accuracy attacked, accuracy after
+each defense, DNCF seconds per image. Results go batch by batch to
+``<output_dir>/table1_cifar10.jsonl`` (per-image correctness keyed by image
+index), so ``--resume`` continues an interrupted run without losing or
+counting twice any image; the table (``table1_cifar10.md`` / ``.json``) is
+built from that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+import numpy as np
+
+from dncf_jax import io as dio
+from experiments import cli
+
+FLAGS = flags.FLAGS
+DEFAULT_DATA = os.path.join(dio.default_data_dir(), "cifar10",
+                            "cifar10_test_2000.npz")
+ALL_ATTACKS = ("fgsm", "ffgsm", "bim", "pgd", "cw")
+DNCF = ("dncf_per_image", "dncf_shared")
+BASELINES = ("gaussian_blur", "median3x3", "jpeg", "bit_depth", "tv")
+ALIASES = {"blur": "gaussian_blur", "median": "median3x3"}
+TRACEABLE = DNCF + ("gaussian_blur", "median3x3", "bit_depth")
+
+flags.DEFINE_string("data", DEFAULT_DATA, "An .npz with 'images' (uint8 NHWC) "
+                    "and 'labels', or a folder laid out as class_name/*.png.")
+flags.DEFINE_integer("limit", None, "Use this many images, spread evenly "
+                     "over the set (every n/limit-th).")
+flags.DEFINE_list("attacks", list(ALL_ATTACKS), "Attacks (rows).")
+flags.DEFINE_list("defenses", list(DNCF + BASELINES), "Defenses (columns).")
+flags.DEFINE_list("adaptive", ["pgd"], "Attacks also run adaptively through "
+                  "each defense (BPDA + EOT); only 'pgd'; empty: none.")
+flags.DEFINE_list("adaptive_defenses", [], "Defenses the adaptive attack "
+                  "goes through (default: every traceable one in --defenses: "
+                  "not jpeg, tv).")
+flags.DEFINE_integer("eot_samples", 4, "EOT draws of the purifier per step.")
+flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+flags.DEFINE_string("output_dir", "results", "Where the table is written.")
+flags.DEFINE_boolean("resume", False, "Continue the run in --output_dir.")
+flags.DEFINE_integer("stop_after_batches", None, "Debug: stop after this "
+                     "many new batches (to test --resume).")
+flags.DEFINE_string("models", os.path.join(dio.default_models_dir(),
+                                           "resnet20_cifar10.npz"),
+                    "ResNet-20 weights.")
+flags.DEFINE_integer("iterations", 30, "DNCF iterations.")
+flags.DEFINE_float("beta", 1.0, "DNCF beta.")
+flags.DEFINE_float("rho", 1.0, "DNCF Gaussian smoothing width.")
+flags.DEFINE_float("epsilon", 0.03, "DNCF random perturbation std.")
+flags.DEFINE_float("lr", 0.03, "DNCF Adam step on theta.")
+flags.DEFINE_float("gamma", 1e-3, "DNCF penalty weight.")
+flags.DEFINE_integer("channels", 16, "DNCF net width.")
+flags.DEFINE_integer("seed", 0, "Seed of attacks and DNCF.")
+flags.DEFINE_string("compilation_cache",
+                    os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
+                    "JAX's persistent compilation cache. Empty: off.")
+
+STEM = "table1_cifar10"
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def select(n: int, limit) -> np.ndarray:
+  """Indices of ``limit`` images spread evenly (the set is sorted by class)."""
+  if limit is None or limit >= n:
+    return np.arange(n)
+  if limit < 1:
+    raise ValueError(f"--limit must be >= 1, got {limit}")
+  return (np.arange(limit) * n) // limit
+
+
+def parse_lists():
+  from dncf_jax import attacks
+  atk = [a for a in FLAGS.attacks if a]
+  bad = [a for a in atk if a not in attacks.ATTACKS]
+  if bad:
+    raise ValueError(f"unknown attack(s) {bad}; choose from {sorted(attacks.ATTACKS)}")
+  dfs = [ALIASES.get(d, d) for d in FLAGS.defenses if d]
+  bad = [d for d in dfs if d not in DNCF + BASELINES]
+  if bad:
+    raise ValueError(f"unknown defense(s) {bad}; choose from "
+                     f"{sorted(DNCF + BASELINES + tuple(ALIASES))}")
+  ada = [a for a in FLAGS.adaptive if a]
+  if any(a != "pgd" for a in ada):
+    raise ValueError(f"--adaptive takes only pgd, got {ada}")
+  ada_defs = [ALIASES.get(d, d) for d in FLAGS.adaptive_defenses if d]
+  bad = [d for d in ada_defs if d not in dfs or d not in TRACEABLE]
+  if bad:
+    raise ValueError(f"--adaptive_defenses {bad}: each must be in --defenses "
+                     f"and traceable ({', '.join(TRACEABLE)})")
+  ada_defs = ada_defs or [d for d in dfs if d in TRACEABLE]
+  if FLAGS.batch_size < 1:
+    raise ValueError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+  if FLAGS.eot_samples < 1:
+    raise ValueError("--eot_samples must be >= 1")
+  return atk, dfs, ada, ada_defs
+
+
+def defense_config(mode: str):
+  from dncf_jax import defense
+  cfg = defense.DefenseConfig(
+      iterations=FLAGS.iterations, beta=FLAGS.beta, rho=FLAGS.rho,
+      epsilon=FLAGS.epsilon, lr=FLAGS.lr, gamma=FLAGS.gamma, mode=mode,
+      channels=FLAGS.channels, seed=FLAGS.seed)
+  cfg.validate()
+  return cfg
+
+
+# ---------------------------------------------------------------------------
+# Per-batch records and the table
+# ---------------------------------------------------------------------------
+
+
+def read_records(path: str) -> list[dict]:
+  """Complete lines of the JSONL (a line cut by an interruption is dropped)."""
+  if not os.path.isfile(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  return out
+
+
+def build_table(records: list[dict], attacks: list[str], defenses: list[str],
+                adaptive: list[str]) -> dict:
+  """Accuracies over every image recorded once (the last record wins)."""
+  per_row: dict[str, dict] = {}
+  for r in records:
+    row = per_row.setdefault(r["row"], dict(correct={}, attack_seconds=0.0,
+                                            defense_seconds={}, images=set()))
+    for i, k in enumerate(r["indices"]):
+      row["images"].add(k)
+      for col, vals in r["correct"].items():
+        row["correct"].setdefault(col, {})[k] = vals[i]
+    if r["indices"][0] not in row.setdefault("batches", set()):
+      row["batches"].add(r["indices"][0])
+      row["attack_seconds"] += r.get("attack_seconds", 0.0)
+      for d, s in r.get("defense_seconds", {}).items():
+        row["defense_seconds"][d] = row["defense_seconds"].get(d, 0.0) + s
+  rows = []
+  order = ["clean"] + attacks + [f"{a}+bpda_eot" for a in adaptive]
+  for name in order:
+    if name not in per_row:
+      continue
+    row = per_row[name]
+    n = len(row["images"])
+    acc = {c: 100.0 * float(np.mean(list(v.values())))
+           for c, v in row["correct"].items()}
+    dn_secs = {d: row["defense_seconds"][d] / n for d in DNCF
+               if d in row["defense_seconds"]}
+    rows.append(dict(row=name, images=n,
+                     attack_seconds=(None if name == "clean"
+                                     else row["attack_seconds"]),
+                     accuracy_attacked=acc.get("attacked"),
+                     defended={d: acc.get(d) for d in defenses},
+                     dncf_seconds_per_image=dn_secs))
+  return dict(rows=rows)
+
+
+def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
+  head = (["row", "images", "attack s", "acc. attacked"]
+          + [f"acc. {d}" for d in defenses]
+          + [f"{d} s/img" for d in DNCF if d in defenses])
+  fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in table["rows"]:
+    cells = [r["row"], str(r["images"]), fmt(r["attack_seconds"], 1),
+             fmt(r["accuracy_attacked"])]
+    cells += [fmt(r["defended"][d]) for d in defenses]
+    cells += [fmt(r["dncf_seconds_per_image"].get(d), 3) for d in DNCF
+              if d in defenses]
+    lines.append("| " + " | ".join(cells) + " |")
+  dncf = {k: {f: v[f] for f in ("iterations", "channels", "lr", "beta",
+                                 "rho", "epsilon", "gamma")}
+          for k, v in meta["dncf"].items()}
+  notes = ["", "Accuracy in %; every image counted (also those the model "
+           "gets wrong clean). DNCF settings: " + json.dumps(dncf)
+           + "; the purified image is f(y) at the end of the fixed budget. "
+           "Seconds include compilation on the first batch."]
+  if meta["adaptive"]:
+    notes.append(f"Rows `*+bpda_eot`: PGD through each defense (column) with "
+                 f"BPDA (identity backward) and EOT over "
+                 f"{meta['eot_samples']} purifier draws per step, for "
+                 f"{', '.join(meta['adaptive_defenses'])} (others blank).")
+  return "\n".join(lines + notes) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  atk_names, def_names, ada, ada_defs = parse_lists()
+  cfgs = {"dncf_per_image": defense_config("per_image"),
+          "dncf_shared": defense_config("shared")}
+  images, labels = dio.load_labelled_images(FLAGS.data, "--data")
+  sel = select(len(images), FLAGS.limit)
+  import jax
+  if FLAGS.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  from dncf_jax import attacks, classifiers, defense, defense_baselines
+
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  jsonl = os.path.join(FLAGS.output_dir, f"{STEM}.jsonl")
+  meta = dict(data=os.path.abspath(FLAGS.data), images=sel.tolist(),
+              attacks=atk_names, defenses=def_names, adaptive=ada,
+              adaptive_defenses=ada_defs,
+              eot_samples=FLAGS.eot_samples, batch_size=FLAGS.batch_size,
+              seed=FLAGS.seed,
+              dncf={k: dataclasses.asdict(v) for k, v in cfgs.items()
+                    if k in def_names})
+  meta_path = os.path.join(FLAGS.output_dir, f"{STEM}_run.json")
+  if FLAGS.resume and os.path.isfile(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f)
+    if old != json.loads(json.dumps(meta)):
+      diff = [k for k in meta if old.get(k) != json.loads(json.dumps(meta[k]))]
+      raise ValueError(f"--resume: settings differ from the run in "
+                       f"{FLAGS.output_dir} ({', '.join(diff)})")
+    records = read_records(jsonl)
+    with open(jsonl, "w") as f:  # drop a line cut by the interruption
+      f.writelines(json.dumps(r) + "\n" for r in records)
+  else:
+    records = []
+    open(jsonl, "w").close()
+    with open(meta_path, "w") as f:
+      json.dump(meta, f, indent=1)
+  done = {(r["row"], r["indices"][0]) for r in records}
+
+  apply_fn, params = classifiers.load_resnet20(FLAGS.models)
+  logits_fn = jax.jit(lambda x: apply_fn(params, x))
+  predict = lambda x: np.argmax(np.asarray(logits_fn(x)), -1)
+
+  def run_defense(name, x, idx):
+    t = time.perf_counter()
+    if name in DNCF:
+      out = defense.purify(x, cfgs[name], jax.random.key(FLAGS.seed),
+                           indices=idx)
+    else:
+      out = np.asarray(defense_baselines.defend(name, x))
+    return out, time.perf_counter() - t
+
+  def traceable(name):
+    """``purifier(x, key)`` inside jit (baselines ignore the key)."""
+    if name in DNCF:
+      fn = defense.purify_fn(cfgs[name])
+      return lambda x, k: fn(x, jax.numpy.ones(x.shape[0]),
+                             jax.numpy.arange(x.shape[0]), k)
+    return lambda x, k: defense_baselines.defend(name, x)
+
+  adaptive_fns = {}
+  rows = ["clean"] + atk_names + [f"{a}+bpda_eot" for a in ada]
+  batches = [sel[i:i + FLAGS.batch_size]
+             for i in range(0, len(sel), FLAGS.batch_size)]
+  total = len(batches) * len(rows)
+  n_done = sum(1 for b in batches for r in rows if (r, int(b[0])) in done)
+  new_batches, t0, imgs0 = 0, time.perf_counter(), 0
+  key = jax.random.key(FLAGS.seed)
+  with open(jsonl, "a") as out_f:
+    for b, idx in enumerate(batches):
+      todo = [r for r in rows if (r, int(idx[0])) not in done]
+      if not todo:
+        continue
+      x, y = images[idx], labels[idx]
+      for row in todo:
+        rec = dict(row=row, indices=idx.tolist(), correct={},
+                   defense_seconds={})
+        bkey = jax.random.fold_in(key, int(idx[0]))
+        if row.endswith("+bpda_eot"):
+          for d in ada_defs:
+            if d not in adaptive_fns:
+              pur = traceable(d)
+              adaptive_fns[d] = jax.jit(
+                  lambda x, y, k, pur=pur: defense.eot_pgd(
+                      logits_fn, pur, x, y, k, samples=FLAGS.eot_samples))
+            t = time.perf_counter()
+            adv = np.asarray(adaptive_fns[d](x, y, bkey))
+            rec["attack_seconds"] = (rec.get("attack_seconds", 0.0)
+                                     + time.perf_counter() - t)
+            pur, _ = run_defense(d, adv, idx)
+            rec["correct"][d] = (predict(pur) == y).tolist()
+        else:
+          if row == "clean":
+            adv = x
+          else:
+            t = time.perf_counter()
+            adv = np.asarray(attacks.attack(row, logits_fn, x, y, key=bkey))
+            rec["attack_seconds"] = time.perf_counter() - t
+          rec["correct"]["attacked"] = (predict(adv) == y).tolist()
+          for d in def_names:
+            pur, secs = run_defense(d, adv, idx)
+            rec["defense_seconds"][d] = secs
+            rec["correct"][d] = (predict(pur) == y).tolist()
+        out_f.write(json.dumps(rec) + "\n")
+        out_f.flush()
+        records.append(rec)
+        n_done += 1
+      new_batches += 1
+      imgs0 += len(idx)
+      rate = imgs0 / (time.perf_counter() - t0)
+      print(f"[{n_done}/{total} batch-rows] images {min((b + 1) * FLAGS.batch_size, len(sel))}"
+            f"/{len(sel)}  {rate:.2f} images/s (all rows)", flush=True)
+      if FLAGS.stop_after_batches and new_batches >= FLAGS.stop_after_batches:
+        print(f"stopped after {new_batches} batch(es); continue with --resume",
+              flush=True)
+        return
+
+  table = build_table(records, atk_names, def_names, ada)
+  table["meta"] = meta | dict(images=len(sel), argv=sys.argv[1:],
+                              device=jax.devices()[0].device_kind,
+                              num_devices=jax.device_count())
+  with open(os.path.join(FLAGS.output_dir, f"{STEM}.json"), "w") as f:
+    json.dump(table, f, indent=1)
+  md = to_markdown(table, def_names, meta)
+  with open(os.path.join(FLAGS.output_dir, f"{STEM}.md"), "w") as f:
+    f.write(md)
+  print(md + f"wrote {FLAGS.output_dir}/{STEM}.md and .json", flush=True)
+
+
+if __name__ == "__main__":
+  cli.run_main(main)
