@@ -187,12 +187,5 @@ def deepred_restore(observation, task, config: DeepREDConfig = DeepREDConfig(),
   state, cands, hist, compile_s = dip.run_loop(
       step, state, config.iterations, config.checkpoint_every, evaluate,
       OUTPUTS, s.reference, progress)
-  hist["step_traces"] = np.asarray(traces[0])
-  cands = {n: np.asarray(jnp.clip(c, 0, 1)) for n, c in zip(OUTPUTS, cands)}
-  sigma = getattr(task, "noise_sigma", None)
-  return Result(
-      image=cands[config.output], chosen=config.output,
-      chosen_iteration=int(state["it"]), candidates=cands, history=hist,
-      noise_sigma=float("nan") if sigma is None else float(sigma),
-      seconds=time.perf_counter() - t_start, compile_seconds=compile_s,
-      params=state["params"], y=np.asarray(s.z))
+  return dip.make_result(config, task, s, state, cands, hist, compile_s,
+                         traces[0], OUTPUTS, t_start)

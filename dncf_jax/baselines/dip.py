@@ -314,8 +314,15 @@ def dip_restore(observation, task, config: DIPConfig = DIPConfig(),
   state, cands, hist, compile_s = run_loop(
       step, state, config.iterations, config.checkpoint_every, evaluate,
       OUTPUTS, s.reference, progress)
-  hist["step_traces"] = np.asarray(traces[0])
-  cands = {n: np.asarray(jnp.clip(c, 0, 1)) for n, c in zip(OUTPUTS, cands)}
+  return make_result(config, task, s, state, cands, hist, compile_s,
+                     traces[0], OUTPUTS, t_start)
+
+
+def make_result(config, task, s, state, cands, hist, compile_s, traces,
+                outputs, t_start) -> Result:
+  """The :class:`Result` of a DIP-style run (shared with DeepRED)."""
+  hist["step_traces"] = np.asarray(traces)
+  cands = {n: np.asarray(jnp.clip(c, 0, 1)) for n, c in zip(outputs, cands)}
   sigma = getattr(task, "noise_sigma", None)
   return Result(
       image=cands[config.output], chosen=config.output,
