@@ -132,3 +132,13 @@ def test_reference_of_wrong_shape_is_an_error():
   obs, task, gt = _case("denoise")
   with pytest.raises(ValueError, match="reference has shape"):
     dn.restore(obs, task, CFG, reference=gt[:16])
+
+
+def test_noisy_run_stops_where_the_average_meets_the_discrepancy_target():
+  obs, task, gt = _case("denoise")
+  r = dn.restore(obs, task, dataclasses.replace(CFG, iterations=300), jax.random.key(0))
+  n = len(r.history["data"])
+  assert r.chosen == "ema f(y)" and n == r.chosen_iteration < 300
+  res = r.history["checkpoint_residual"][:, dn.select.EMA]
+  target = CFG.tau * r.noise_sigma ** 2
+  assert res[-1] <= target and np.all(res[:-1] > target)
