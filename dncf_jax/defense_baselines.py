@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dncf_jax import filters
+from dncf_jax.baselines import tv
 
 Array = jax.Array
 
@@ -78,13 +79,11 @@ def jpeg(x: Array, quality: int = 75) -> Array:
 
 
 def tv_denoise(x: Array, weight: float = 0.1) -> Array:
-  """Total-variation denoising (Chambolle's projection, scikit-image)."""
-  from skimage.restoration import denoise_tv_chambolle
+  """Total-variation denoising of each image (Chambolle's projection,
+  :func:`dncf_jax.baselines.tv.tv_denoise`, which matches scikit-image)."""
   _check(x)
-  a = np.asarray(x, np.float64)
-  out = np.stack([denoise_tv_chambolle(im, weight=weight, channel_axis=-1)
-                  for im in a])
-  return jnp.asarray(np.clip(out, 0.0, 1.0), jnp.asarray(x).dtype)
+  x = jnp.asarray(x)
+  return jnp.clip(jnp.stack([tv.tv_denoise(im, weight) for im in x]), 0.0, 1.0)
 
 
 DEFENSES: dict[str, Callable[..., Array]] = {
