@@ -54,6 +54,7 @@ class DNCFConfig:
   y_steps: int = 1                # y-iterations per theta-step
   y_history: int = 10             # L-BFGS memory
   y_learning_rate: float = 0.01   # for y_solver=adam
+  fuse_gradients: bool = True     # lbfgs: share one backward pass (see fused_y_update)
   max_backtracks: int = 20        # Armijo line search trials
   armijo_c1: float = 1e-4         # xi in Eq. 15
   backtrack_factor: float = 0.5   # b in Eq. 15
@@ -168,7 +169,10 @@ class YState(NamedTuple):
 
 
 def init_y_state(cfg: DNCFConfig, fun: Callable, y: Array,
-                 params: PyTree) -> YState:
+                 params: PyTree, fused: bool = False) -> YState:
+  """The y-solver state; ``fused``: the memory of :func:`fused_y_update`."""
+  if fused:
+    return YState(init_lbfgs_memory(cfg, y), jnp.zeros((), jnp.int32))
   solver = make_y_solver(fun, cfg)
   if solver is not None:
     if cfg.y_solver == "bfgs" and y.size > BFGS_MAX_ENTRIES:
@@ -234,6 +238,142 @@ def y_update(cfg: DNCFConfig, fun: Callable, y: Array, ys: YState,
   return y, YState(st, ys.evals + n), st.stepsize, n
 
 
+class LbfgsMemory(NamedTuple):
+  """L-BFGS memory of the fused y-step (Nocedal & Wright, Alg. 7.4).
+
+  The last step's pair is *pending* until the gradient at the accepted
+  ``y`` arrives from the next iteration's joint backward pass.
+  """
+
+  s: Array          # (m, *y.shape) steps y_{k+1} - y_k
+  d: Array          # (m, *y.shape) gradient differences g_{k+1} - g_k
+  rho: Array        # (m,) 1 / <s, d>, 0 for an empty or non-convex pair
+  gamma: Array      # initial inverse Hessian scale <s, d> / <d, d>
+  count: Array      # pairs stored so far; the ring's oldest slot is count % m
+  pending_s: Array  # the last accepted step
+  pending_g: Array  # the gradient it started from
+  pending: Array    # bool: a pair waits for its gradient
+
+
+def uses_fused(cfg: DNCFConfig) -> bool:
+  """Whether :func:`make_step` runs the fused L-BFGS y-step."""
+  return cfg.y_solver == "lbfgs" and cfg.fuse_gradients
+
+
+def init_lbfgs_memory(cfg: DNCFConfig, y: Array) -> LbfgsMemory:
+  m = cfg.y_history
+  z = jnp.zeros((m,) + y.shape, y.dtype)
+  return LbfgsMemory(z, z, jnp.zeros((m,), y.dtype), jnp.ones((), y.dtype),
+                     jnp.zeros((), jnp.int32), jnp.zeros_like(y),
+                     jnp.zeros_like(y), jnp.zeros((), bool))
+
+
+def _two_loop(g: Array, mem: LbfgsMemory) -> Array:
+  """The L-BFGS direction ``-H g`` (Nocedal & Wright, Alg. 7.4)."""
+  m = mem.rho.shape[0]
+  order = (mem.count % m + jnp.arange(m)) % m   # oldest first
+
+  def right(r, i):
+    a = mem.rho[i] * jnp.vdot(mem.s[i], r)
+    return r - a * mem.d[i], a
+
+  r, alphas = jax.lax.scan(right, -g, order, reverse=True)
+  r = mem.gamma * r
+
+  def left(r, ia):
+    i, a = ia
+    b = mem.rho[i] * jnp.vdot(mem.d[i], r)
+    return r + (a - b) * mem.s[i], None
+
+  r, _ = jax.lax.scan(left, r, (order, alphas))
+  return r
+
+
+def complete_pair(mem: LbfgsMemory, g_new: Array) -> LbfgsMemory:
+  """Stores the pending pair once the gradient at its end point is known.
+
+  A pair of non-positive curvature gets ``rho = 0`` (it is then ignored),
+  so that the direction stays a descent direction across theta-steps.
+  """
+  d = g_new - mem.pending_g
+  sd = jnp.vdot(mem.pending_s, d)
+  dd = jnp.vdot(d, d)
+  rho = jnp.maximum(jnp.where(sd == 0, 0.0, 1.0 / sd), 0.0)
+  gamma = jnp.where(dd > 0, sd / dd, 1.0)
+  gamma = jnp.where(gamma > 0, gamma, 1.0)
+  i = mem.count % mem.rho.shape[0]
+  stored = mem._replace(
+      s=mem.s.at[i].set(mem.pending_s), d=mem.d.at[i].set(d),
+      rho=mem.rho.at[i].set(rho), gamma=gamma, count=mem.count + 1,
+      pending=jnp.zeros((), bool))
+  return jax.tree_util.tree_map(
+      lambda a, b: jnp.where(mem.pending, a, b), stored, mem)
+
+
+def armijo_backtracking(fun: Callable, y: Array, value: Array, grad: Array,
+                        direction: Array, cfg: DNCFConfig):
+  """Backtracking from step 1 until Eq. 15 (Armijo) holds.
+
+  Returns (y + a d, a, trials). As jaxopt's ``BacktrackingLineSearch``:
+  at most ``max_backtracks`` trials, the last one is kept if none passes,
+  a NaN value counts as a failure.
+  """
+  slope = jnp.vdot(grad, direction)
+
+  def cond(c):
+    i, _, _, done = c
+    return (i < cfg.max_backtracks) & ~done
+
+  def body(c):
+    i, a, _, _ = c
+    trial = y + a * direction
+    err = fun(trial) - (value + cfg.armijo_c1 * a * slope)
+    done = ~jnp.isnan(err) & (err <= 0)
+    last = done | (i + 1 == cfg.max_backtracks)
+    return i + 1, jnp.where(last, a, a * cfg.backtrack_factor), trial, done
+
+  init = (jnp.zeros((), jnp.int32), jnp.ones((), y.dtype), y,
+          jnp.zeros((), bool))
+  trials, a, y_new, _ = jax.lax.while_loop(cond, body, init)
+  return y_new, a, trials
+
+
+def fused_y_update(cfg: DNCFConfig, fun: Callable, y: Array, ys: YState,
+                   params: PyTree) -> tuple[Array, YState, Array, Array]:
+  """``y_steps`` L-BFGS steps on ``y``, the last one's pair left pending.
+
+  Same iterates as jaxopt's ``LBFGS`` with its Armijo line search (the
+  ``lbfgs`` path of :func:`y_update`, a test checks it), but the gradient
+  at the accepted ``y`` is not computed here: the next theta-step's
+  backward pass yields it with the theta-gradient (:func:`make_step`),
+  which saves one forward and backward pass of the net per iteration.
+  """
+  f = lambda v: fun(v, params)
+  value, grad = jax.value_and_grad(f)(y)      # at the new theta
+
+  def one(y, value, grad, mem):
+    y_new, a, trials = armijo_backtracking(f, y, value, grad,
+                                           _two_loop(grad, mem), cfg)
+    mem = mem._replace(pending_s=y_new - y, pending_g=grad,
+                       pending=jnp.ones((), bool))
+    return y_new, mem, a, trials
+
+  def inner(_, c):  # all but the last step: the end gradient is needed now
+    y, value, grad, mem, _, n = c
+    y, mem, a, trials = one(y, value, grad, mem)
+    value, grad = jax.value_and_grad(f)(y)
+    return y, value, grad, complete_pair(mem, grad), a, n + trials + 1
+
+  n0 = jnp.ones((), jnp.int32)
+  c = (y, value, grad, ys.solver, jnp.ones((), y.dtype), n0)
+  if cfg.y_steps > 1:
+    c = jax.lax.fori_loop(0, cfg.y_steps - 1, inner, c)
+  y, value, grad, mem, _, n = c
+  y, mem, a, trials = one(y, value, grad, mem)
+  n = n + trials + 1   # + the end gradient, shared with the theta-step
+  return y, YState(mem, ys.evals + n), a, n
+
+
 # ---------------------------------------------------------------------------
 # The objective and one alternating step
 # ---------------------------------------------------------------------------
@@ -288,13 +428,23 @@ class Model:
 
 def make_step(cfg: DNCFConfig, model: Model, cover: PyTree,
               trainable: Optional[PyTree] = None):
-  """Builds ``(y_fun, step)`` for one phase; ``step(state, prob) -> (state, stats)``."""
+  """Builds ``(y_fun, step, opt)`` for one phase; ``step(state, prob) -> (state, stats)``.
+
+  One iteration: a joint forward and backward pass at ``(theta_t, y_t)``
+  gives the data term, ``f(y)`` and the gradients in ``theta`` and ``y``;
+  the Optax step on ``theta`` (data MSE + ``R``, Eqs. 6-7); then the
+  y-step at the new ``theta`` (Eqs. 14-16). With the fused L-BFGS the
+  ``y``-gradient of the joint pass completes the previous y-step's pair,
+  so the net runs forward and backward twice per iteration (plus one
+  forward pass per line-search trial) instead of three times.
+  """
   opt = theta_optimizer(cfg)
   if trainable is not None:
     opt = optax.masked(opt, trainable)
     opt = optax.chain(opt, optax.masked(optax.set_to_zero(),
                                         jax.tree_util.tree_map(lambda t: not t,
                                                                trainable)))
+  fused = uses_fused(cfg)
 
   def y_fun(y, params, prob: Problem):
     x = model.render(params, y)
@@ -302,21 +452,33 @@ def make_step(cfg: DNCFConfig, model: Model, cover: PyTree,
     return (jnp.sum(prob.weights * d * d)
             + cfg.beta * jnp.sum(jnp.square(y - prob.anchor)))
 
-  def theta_loss(params, y, gamma, prob):
-    x = model.render(params, y)
-    data = model.data_mse(x, prob)
-    reg = penalty.penalty(params, cover, gamma, cfg.norm)
-    return data + reg, (data, reg, x)
+  def joint(params, y, prob: Problem):
+    """Data MSE, f(y), d(MSE)/d(theta) and d(y_fun)/dy from one backward pass."""
+    x, pullback = jax.vjp(model.render, params, y)
+    w = jnp.broadcast_to(prob.weights, prob.obs.shape)
+    sq, dx = jax.value_and_grad(
+        lambda x: jnp.sum(w * jnp.square(model.forward(x) - prob.obs)))(x)
+    g_theta, g_y = pullback(dx)
+    n = jnp.maximum(jnp.sum(w), 1.0)           # select.residual's normaliser
+    g_theta = jax.tree_util.tree_map(lambda g: g / n, g_theta)
+    g_y = g_y + 2 * cfg.beta * (y - prob.anchor)
+    return sq / n, x, g_theta, g_y
 
   def step(state: State, prob: Problem):
-    (_, (data, reg, x)), g = jax.value_and_grad(theta_loss, has_aux=True)(
-        state.params, state.y, state.gamma, prob)
+    data, x, g_data, g_y = joint(state.params, state.y, prob)
+    reg, g_reg = jax.value_and_grad(penalty.penalty)(
+        state.params, cover, state.gamma, cfg.norm)
+    g = jax.tree_util.tree_map(jnp.add, g_data, g_reg)
     upd, opt_state = opt.update(g, state.opt_state, state.params)
     params = optax.apply_updates(state.params, upd)
     gamma = (penalty.adapt_gamma(state.gamma, reg, data)
              if cfg.adaptive_gamma else state.gamma)
     fun = lambda y, p: y_fun(y, p, prob)
-    y, ys, stepsize, evals = y_update(cfg, fun, state.y, state.ys, params)
+    if fused:
+      ys = state.ys._replace(solver=complete_pair(state.ys.solver, g_y))
+      y, ys, stepsize, evals = fused_y_update(cfg, fun, state.y, ys, params)
+    else:
+      y, ys, stepsize, evals = y_update(cfg, fun, state.y, state.ys, params)
     ema = cfg.ema_decay * state.ema + (1 - cfg.ema_decay) * x
     ema_weight = cfg.ema_decay * state.ema_weight + (1 - cfg.ema_decay)
     stats = dict(data=data, penalty=reg, gamma=state.gamma,
@@ -346,11 +508,19 @@ def _scan_chunk(step, length: int):
 
 def _candidates(model: Model, params, y: Array, ema: Array,
                 image_y: Optional[Array]) -> Array:
+  """``y, f(y), f(f(y)), EMA`` (the order of ``select.CANDIDATES``)."""
+  h, w = model.scene_hw
+  if model.y_space == "image":
+    # f twice through one call site of the net (a scan of length 2): XLA
+    # compiles the net once instead of twice. Equal to full(render(y)).
+    def apply(z, _):
+      out = model.net.apply(params, z)[:h, :w]
+      return pad_to(out, *model.padded_hw), out
+
+    _, (fy, ffy) = jax.lax.scan(apply, y, None, length=2)
+    return jnp.stack([y[:h, :w], fy, ffy, ema])
   fy = model.render(params, y)
-  ffy = model.full(params, fy)
-  yc = (y[:model.scene_hw[0], :model.scene_hw[1]]
-        if model.y_space == "image" else image_y)
-  return jnp.stack([yc, fy, ffy, ema])
+  return jnp.stack([image_y, fy, model.full(params, fy), ema])
 
 
 # ---------------------------------------------------------------------------
@@ -419,7 +589,8 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
 
     @jax.jit
     def init(params, y, prob):
-      ys = init_y_state(config, lambda y, p: y_fun(y, p, prob), y, params)
+      ys = init_y_state(config, lambda y, p: y_fun(y, p, prob), y, params,
+                        fused=uses_fused(config))
       return State(params, opt.init(params), y, ys,
                    jnp.asarray(config.gamma, jnp.float32),
                    jnp.zeros(scene, jnp.float32), jnp.zeros((), jnp.float32),

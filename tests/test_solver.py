@@ -88,6 +88,49 @@ def test_y_step_satisfies_armijo_and_lowers_the_loss(y_solver):
   assert 1 <= int(evals) <= cfg.max_backtracks + 1
 
 
+@pytest.mark.parametrize("y_steps", [1, 2])
+def test_fused_lbfgs_gives_jaxopt_iterates(y_steps):
+  """The fused y-step (one backward pass shared with theta) changes no iterate."""
+  rng = np.random.default_rng(0)
+  obs = np.clip(rng.uniform(0, 1, (16, 16, 3)) + 0.1 * rng.standard_normal(
+      (16, 16, 3)), 0, 1).astype(np.float32)
+  runs = []
+  for fuse in (True, False):
+    cfg = dataclasses.replace(TINY, iterations=15, y_steps=y_steps,
+                              epsilon=0.05, early_stop=False,
+                              fuse_gradients=fuse)
+    assert solver.uses_fused(cfg) == fuse
+    runs.append(dn.restore(obs, physics.Denoise(), cfg))
+  fused, ref = runs
+  np.testing.assert_allclose(fused.y, ref.y, atol=1e-5)
+  np.testing.assert_allclose(fused.history["data"], ref.history["data"],
+                             rtol=1e-5)
+  np.testing.assert_array_equal(fused.history["y_evals"], ref.history["y_evals"])
+  np.testing.assert_allclose(fused.history["y_stepsize"],
+                             ref.history["y_stepsize"])
+
+
+def test_two_loop_meets_the_secant_equation():
+  """-H d = -s for the newest pair (H: the L-BFGS inverse Hessian, Alg. 7.4)."""
+  a = np.random.default_rng(1).standard_normal((4, 4))
+  q = jnp.asarray(a @ a.T + 4 * np.eye(4), jnp.float32)
+  grad = lambda x: q @ x
+  cfg = dataclasses.replace(TINY, y_history=3)
+  mem = solver.init_lbfgs_memory(cfg, jnp.zeros(4))
+  x = jnp.ones(4)
+  for i in range(5):     # more pairs than the memory holds: the ring wraps
+    s = jnp.asarray(np.random.default_rng(i).standard_normal(4), jnp.float32)
+    mem = mem._replace(pending_s=s, pending_g=grad(x), pending=jnp.array(True))
+    x = x + s
+    mem = solver.complete_pair(mem, grad(x))
+    np.testing.assert_allclose(solver._two_loop(q @ s, mem), -s, rtol=1e-4,
+                               atol=1e-5)
+  assert int(mem.count) == 5
+  # nothing pending: completing again changes nothing
+  again = solver.complete_pair(mem, grad(x))
+  assert int(again.count) == 5
+
+
 def test_bfgs_refuses_image_sized_y():
   cfg = dataclasses.replace(TINY, y_solver="bfgs")
   with pytest.raises(ValueError, match="dense BFGS"):
@@ -99,7 +142,8 @@ def test_alternating_step_compiles_once_across_iterations():
   model, prob, params, cover = _problem(cfg)
   y_fun, step, opt = solver.make_step(cfg, model, cover)
   run = jax.jit(solver._scan_chunk(step, 5))
-  ys = solver.init_y_state(cfg, lambda y, p: y_fun(y, p, prob), prob.anchor, params)
+  ys = solver.init_y_state(cfg, lambda y, p: y_fun(y, p, prob), prob.anchor,
+                           params, fused=solver.uses_fused(cfg))
   st = solver.State(params, opt.init(params), prob.anchor, ys, jnp.float32(1.0),
                     jnp.zeros_like(prob.obs), jnp.float32(0), jnp.int32(0))
   for _ in range(3):
