@@ -33,11 +33,13 @@ def aggregate(runs: list[dict]) -> dict:
   return cell
 
 
-def _fmt(s: Optional[dict], fmt: str, unit: str = "") -> str:
+def _fmt(s: Optional[dict], fmt: str, unit: str = "",
+         zero_std: bool = True) -> str:
+  """``mean ± std`` (no ``±`` for one run, or a zero std unless ``zero_std``)."""
   if s is None:
     return "-"
   text = format(s["mean"], fmt)
-  if s["n"] > 1:
+  if s["n"] > 1 and (zero_std or s["std"] > 0):
     text += " ± " + format(s["std"], fmt)
   return text + unit
 
@@ -54,7 +56,7 @@ def cell_text(cell: dict, method: str) -> str:
   its = cell["iterations"]
   time_line = _fmt(cell["seconds"], ".1f", " s")
   if its is not None:
-    time_line += f", {_fmt(its, '.0f')} its"
+    time_line += f", {_fmt(its, '.0f', zero_std=False)} its"
   lines.append(time_line)
   if len(cell["seeds"]) > 1:
     lines.append(f"{len(cell['seeds'])} seeds")
