@@ -130,8 +130,10 @@ def test_profiles_take_dncf_settings_from_the_task_flagfiles():
     runs.profile("gpu")
 
 
+# (The inpainting command computes its smooth fill before a dry run:
+# minutes at 704x448 on a CPU, so inpainting is left out here.)
 @pytest.mark.parametrize("task,module", [("sr", "sr"), ("denoise", "denoise"),
-                                         ("inpaint2", "inpaint")])
+                                         ("flash", "flash")])
 def test_paper_inputs_equal_what_the_task_commands_load(task, module, data_dir,
                                                         tmp_path):
   p = _run(module, f"--flagfile=experiments/configs/{task}_paper.flags",
@@ -140,7 +142,7 @@ def test_paper_inputs_equal_what_the_task_commands_load(task, module, data_dir,
   assert p.returncode == 0, p.stderr[-2000:]
   ref = np.load(tmp_path / "x_inputs.npz")
   got = runs.task_input(task, runs.profile("paper"), data_dir)
-  for k in ("observation", "ground_truth"):
+  for k in ref.files:
     assert got[k].shape == ref[k].shape
     assert np.abs(got[k] - ref[k]).max() < 1e-6
 
