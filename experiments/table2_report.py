@@ -70,7 +70,8 @@ def header_lines(prof: Profile, settings: dict) -> list[str]:
   return [
       f"Profile `{prof.name}`; inputs and DNCF settings of "
       f"`experiments/configs/<task>_{prof.flagfiles}.flags`.",
-      f"DIP and DeepRED+TV: {width}; iteration budgets as listed per cell.",
+      f"DIP and DeepRED+TV: {width}; the notebooks' iteration budgets. "
+      "'its' = iterations run (DNCF stops early on noisy tasks).",
       "Each cell: PSNR of what the method returns (blind) and, in brackets, "
       "the ORACLE: the best PSNR met along the run (DIP, DeepRED, DNCF: best "
       "candidate at any checkpoint; TV: best weight of the grid), which needs "
