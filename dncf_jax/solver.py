@@ -530,14 +530,23 @@ def _candidates(model: Model, params, y: Array, ema: Array,
 
 def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
             key: Optional[Array] = None, *, reference=None,
-            progress: Optional[Callable[[dict], None]] = None) -> Result:
+            progress: Optional[Callable[[dict], None]] = None,
+            snapshot_every: int = 0) -> Result:
   """Restores ``observation`` (H, W, C in [0, 1]) under ``task``'s physics.
 
   ``reference`` (optional ground truth) only feeds the PSNR history (the
   "oracle" curve); the returned image is chosen blind. ``progress`` is
   called with a dict after every checkpoint (no printing here).
+  ``snapshot_every`` > 0 (a multiple of ``checkpoint_every``) copies the
+  candidates to the host every that many iterations:
+  ``history["snapshot_iteration"]`` (K,) and ``history["snapshot_images"]``
+  (K, len(CANDIDATES), H, W, C); 0 (default) keeps none.
   """
   config.validate()
+  if snapshot_every < 0 or snapshot_every % config.checkpoint_every:
+    raise ValueError(f"snapshot_every must be 0 or a positive multiple of "
+                     f"checkpoint_every ({config.checkpoint_every}), got "
+                     f"{snapshot_every}")
   task.validate(observation)
   obs = jnp.asarray(observation, jnp.float32)
   if key is None:
@@ -578,6 +587,7 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
 
   history: dict[str, list] = {}
   ckpt: dict[str, list] = {"iteration": [], "residual": []}
+  snapshots: dict[str, list] = {"iteration": [], "images": []}
   if reference is not None:
     ckpt["psnr"] = []
   compile_seconds = 0.0
@@ -633,6 +643,9 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
       ckpt["iteration"].append(n_done)
       for k, v in out.items():
         ckpt[k].append(np.asarray(v))
+      if snapshot_every and n_done % snapshot_every == 0:
+        snapshots["iteration"].append(n_done)
+        snapshots["images"].append(np.clip(np.asarray(cands), 0, 1))
       if progress is not None:
         elapsed = time.perf_counter() - t_phase
         info = dict(iteration=n_done, total=total_iterations,
@@ -673,6 +686,10 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   image = np.asarray(jnp.clip(choice.image, 0.0, 1.0))
   hist = {k: np.concatenate(v) for k, v in history.items()}
   hist.update({f"checkpoint_{k}": np.asarray(v) for k, v in ckpt.items()})
+  if snapshot_every:
+    hist["snapshot_iteration"] = np.asarray(snapshots["iteration"], np.int32)
+    hist["snapshot_images"] = np.asarray(snapshots["images"]).reshape(
+        (-1, len(select.CANDIDATES)) + tuple(scene))
   return Result(
       image=image,
       chosen=select.CANDIDATES[int(choice.candidate)],

@@ -180,3 +180,22 @@ def test_noise_estimate_is_close_on_a_smooth_image():
   clean = np.asarray(dn.filters.gaussian_blur(jnp.asarray(rng.uniform(0, 1, (64, 64, 3)), jnp.float32), 3.0))
   noisy = clean + 0.1 * rng.standard_normal(clean.shape)
   assert float(select.estimate_noise_sigma(jnp.asarray(noisy, jnp.float32))) == pytest.approx(0.1, rel=0.1)
+
+
+def test_snapshots_are_opt_in_and_span_both_phases():
+  rng = np.random.default_rng(0)
+  noflash = rng.uniform(0, 1, (16, 16, 3)).astype(np.float32)
+  task = physics.FlashNoFlash(flash=np.clip(noflash * 1.2, 0, 1))
+  cfg = dataclasses.replace(TINY, iterations=4, feature_iterations=2,
+                            checkpoint_every=2, early_stop=False)
+  r = dn.restore(noflash, task, cfg, snapshot_every=2)
+  assert list(r.history["snapshot_iteration"]) == [2, 4, 6]
+  snaps = r.history["snapshot_images"]
+  assert snaps.shape == (3, len(select.CANDIDATES), 16, 16, 3)
+  for i, name in enumerate(select.CANDIDATES):
+    assert np.allclose(snaps[-1, i], r.candidates[name])
+  plain = dn.restore(noflash, task, cfg)
+  assert "snapshot_images" not in plain.history
+  assert np.allclose(plain.image, r.image)
+  with pytest.raises(ValueError, match="snapshot_every"):
+    dn.restore(noflash, task, cfg, snapshot_every=3)
