@@ -23,13 +23,17 @@ import nbformat
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
+from dncf_jax import io as dio
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
 NOTEBOOKS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(COLAB, "*.ipynb")))
 TIMEOUT = 600  # seconds per cell
 
-DATA_DIR = os.path.join(ROOT, "..", "shared", "data")
-HAVE_MODELS = (os.path.isfile(os.path.join(ROOT, "..", "shared", "models", "resnet20_cifar10.npz"))
+# Where the notebooks look for the shared files (same rule as theirs).
+DATA_DIR = os.environ.get("DNCF_DATA_DIR") or dio.default_data_dir()
+MODELS_DIR = os.environ.get("DNCF_MODELS_DIR") or dio.default_models_dir()
+HAVE_MODELS = (os.path.isfile(os.path.join(MODELS_DIR, "resnet20_cifar10.npz"))
                and os.path.isfile(os.path.join(DATA_DIR, "cifar10", "cifar10_test_2000.npz")))
 HAVE_CAVE = os.path.isfile(os.path.join(DATA_DIR, "dip", "cave01_00_flash.jpg"))
 
