@@ -1,0 +1,40 @@
+"""The time-to-quality arithmetic (benchmarks/time_to_quality.py) on made-up curves."""
+
+import numpy as np
+
+from benchmarks import time_to_quality as ttq
+
+
+def _run(curve, compile_s, blind_psnr=0.0, blind_s=0.0):
+  curve = np.asarray(curve, float)
+  return dict(curve=curve, compile_seconds=compile_s,
+              best_psnr=float(curve[:, 2].max()), blind_psnr=blind_psnr,
+              blind_seconds=blind_s)
+
+
+def test_seconds_to_target_is_the_first_crossing():
+  c = np.array([[10, 1.0, 20.0], [20, 2.0, 25.0], [30, 3.0, 24.0], [40, 4.0, 26.0]])
+  assert ttq.seconds_to(c, 25.0) == 2.0
+  assert ttq.iteration_to(c, 26.0) == 40
+  assert ttq.seconds_to(c, 27.0) is None
+
+
+def test_target_is_dip_best_when_dncf_reaches_it():
+  dncf = _run([[10, 5.0, 28.0], [20, 6.0, 31.0]], 4.0, 30.5, 6.0)
+  dip = _run([[100, 20.0, 29.0], [200, 50.0, 30.0], [300, 80.0, 29.5]], 10.0)
+  c = ttq.compare(dncf, dip)
+  assert c["target_is_dip_best"] and c["target_psnr"] == 30.0
+  assert c["dncf_seconds_to_target"] == 6.0 and c["dip_seconds_to_target"] == 50.0
+  assert c["ratio_dip_over_dncf"] == 50.0 / 6.0
+  assert c["loop_ratio_dip_over_dncf"] == (50.0 - 10.0) / (6.0 - 4.0)
+  assert c["dip_seconds_to_dncf_blind"] is None   # DIP never gets 30.5 dB
+
+
+def test_target_falls_back_to_the_closest_either_gets():
+  dncf = _run([[10, 5.0, 27.0], [20, 6.0, 28.5]], 4.0, 28.0, 5.0)
+  dip = _run([[100, 20.0, 28.0], [200, 50.0, 30.0]], 10.0)
+  c = ttq.compare(dncf, dip)
+  assert not c["target_is_dip_best"] and c["target_psnr"] == 28.5
+  assert c["dip_seconds_to_target"] == 50.0
+  assert c["dip_seconds_to_dncf_blind"] == 20.0
+  assert c["ratio_dip_to_dncf_blind"] == 20.0 / 5.0
