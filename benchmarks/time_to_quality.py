@@ -31,7 +31,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from typing import Optional
@@ -39,6 +38,7 @@ from typing import Optional
 from absl import flags
 import numpy as np
 
+from benchmarks.common import iteration_to, peak_rss_mb, recorder, seconds_to
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -61,41 +61,13 @@ flags.DEFINE_string("compilation_cache", "", "JAX persistent compilation "
                     "cache (default off: compile seconds are cold).")
 
 
-def peak_rss_mb() -> float:
-  """The process's peak resident set (MiB), as ``getrusage`` reports it."""
-  kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
-
-
-def _recorder(t0: float):
-  """A progress callback keeping (iteration, seconds since t0, best PSNR)."""
-  rows: list[tuple[int, float, float]] = []
-
-  def record(info: dict) -> None:
-    rows.append((int(info["iteration"]), time.perf_counter() - t0,
-                 max(info["psnr"].values())))
-
-  return rows, record
-
-
-def seconds_to(curve: np.ndarray, target: float) -> Optional[float]:
-  """First time (column 1) at which the PSNR (column 2) reaches ``target``."""
-  hit = np.nonzero(curve[:, 2] >= target - 1e-6)[0]
-  return float(curve[hit[0], 1]) if hit.size else None
-
-
-def iteration_to(curve: np.ndarray, target: float) -> Optional[int]:
-  hit = np.nonzero(curve[:, 2] >= target - 1e-6)[0]
-  return int(curve[hit[0], 0]) if hit.size else None
-
-
 def run_method(method: str, task: str, prof, inputs: dict, task_obj) -> dict:
   """One run: its curve (iteration, s, PSNR), compile s, blind answer."""
   import jax
   import dncf_jax as dn
   from dncf_jax import baselines as bl, metrics
   t0 = time.perf_counter()
-  rows, rec = _recorder(t0)
+  rows, rec = recorder(t0)
   gt = inputs["ground_truth"]
   if method == "dncf":
     over = dict(early_stop=False)

@@ -4,8 +4,10 @@
 
 One iteration is an Optax step on ``theta`` (on the data MSE plus
 ``R(theta)``, Eqs. 6-7, with the adaptive ``gamma`` of section 6), then
-``y_steps`` quasi-Newton steps on ``y`` (jaxopt L-BFGS or BFGS with a
-backtracking Armijo line search, Eqs. 14-16). Iterations run inside a
+``y_steps`` quasi-Newton steps on ``y`` (L-BFGS or jaxopt's BFGS with a
+backtracking Armijo line search, Eqs. 14-16; the L-BFGS is fused with the
+theta-step so that the net's backward pass at the accepted ``y`` serves
+both, :func:`fused_y_update`). Iterations run inside a
 ``lax.scan``; between chunks of ``checkpoint_every`` iterations the blind
 selection (:mod:`dncf_jax.select`) scores the candidates on device.
 

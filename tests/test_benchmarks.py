@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks import time_to_quality as ttq
 
 
@@ -14,9 +15,9 @@ def _run(curve, compile_s, blind_psnr=0.0, blind_s=0.0):
 
 def test_seconds_to_target_is_the_first_crossing():
   c = np.array([[10, 1.0, 20.0], [20, 2.0, 25.0], [30, 3.0, 24.0], [40, 4.0, 26.0]])
-  assert ttq.seconds_to(c, 25.0) == 2.0
-  assert ttq.iteration_to(c, 26.0) == 40
-  assert ttq.seconds_to(c, 27.0) is None
+  assert common.seconds_to(c, 25.0) == 2.0
+  assert common.iteration_to(c, 26.0) == 40
+  assert common.seconds_to(c, 27.0) is None
 
 
 def test_target_is_dip_best_when_dncf_reaches_it():
