@@ -98,7 +98,7 @@ def run_method(method: str, task: str, prof, inputs: dict, task_obj) -> dict:
       blind_iteration=int(r.chosen_iteration),
       blind_seconds=float(curve[pos[0], 1]) if pos.size else r.seconds,
       peak_rss_mb=peak_rss_mb(),
-      config={k: v for k, v in dataclasses.asdict(cfg).items()})
+      config=dataclasses.asdict(cfg))
 
 
 def compare(dncf: dict, dip: dict) -> dict:
