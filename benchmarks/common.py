@@ -36,3 +36,26 @@ def seconds_to(curve: np.ndarray, target: float) -> Optional[float]:
 def iteration_to(curve: np.ndarray, target: float) -> Optional[int]:
   hit = np.nonzero(curve[:, 2] >= target - 1e-6)[0]
   return int(curve[hit[0], 0]) if hit.size else None
+
+
+def purify_throughput(images: np.ndarray, cfg, batch: int, repeats: int) -> dict:
+  """DNCF purification (``defense.purify`` with ``cfg``) of consecutive
+  batches: seconds of the compiling call, images/s of the next ``repeats``."""
+  from dncf_jax import defense
+  need = batch * (repeats + 1)
+  if need > len(images):
+    raise ValueError(f"batch {batch} x {repeats + 1} calls needs {need} "
+                     f"images, the set has {len(images)}")
+  t0 = time.perf_counter()
+  defense.purify(images[:batch], cfg, indices=np.arange(batch))
+  first = time.perf_counter() - t0
+  rates = []
+  for r in range(1, repeats + 1):
+    sl = slice(r * batch, (r + 1) * batch)
+    t0 = time.perf_counter()
+    defense.purify(images[sl], cfg, indices=np.arange(sl.start, sl.stop))
+    rates.append(batch / (time.perf_counter() - t0))
+  return dict(mode=cfg.mode, batch_size=batch, first_call_seconds=first,
+              images_per_second=dict(median=float(np.median(rates)),
+                                     min=float(min(rates)),
+                                     max=float(max(rates)), n=len(rates)))

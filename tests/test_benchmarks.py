@@ -1,6 +1,7 @@
-"""The time-to-quality arithmetic (benchmarks/time_to_quality.py) on made-up curves."""
+"""The benchmarks' arithmetic: time to quality on made-up curves, purification rate."""
 
 import numpy as np
+import pytest
 
 from benchmarks import common
 from benchmarks import time_to_quality as ttq
@@ -39,3 +40,14 @@ def test_target_falls_back_to_the_closest_either_gets():
   assert c["dip_seconds_to_target"] == 50.0
   assert c["dip_seconds_to_dncf_blind"] == 20.0
   assert c["ratio_dip_to_dncf_blind"] == 20.0 / 5.0
+
+
+def test_defense_throughput_measures_images_per_second():
+  from dncf_jax import defense
+  images = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype(np.float32)
+  cfg = defense.DefenseConfig(mode="shared", iterations=1, channels=2)
+  r = common.purify_throughput(images, cfg, batch=2, repeats=1)
+  assert r["mode"] == "shared" and r["batch_size"] == 2
+  assert r["first_call_seconds"] > 0 and r["images_per_second"]["median"] > 0
+  with pytest.raises(ValueError, match="needs 6 images"):
+    common.purify_throughput(images, cfg, batch=2, repeats=2)

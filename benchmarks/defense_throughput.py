@@ -1,0 +1,81 @@
+"""Purified CIFAR-10 images per second, both DNCF modes (issue 4, speed).
+
+    python -m benchmarks.defense_throughput                        # batches of 32
+    python -m benchmarks.defense_throughput --batch_sizes=32,256   # a GPU
+
+For each mode (``per_image``: one theta per image, vmapped; ``shared``:
+one theta per batch) and batch size, :func:`dncf_jax.defense.purify` on
+consecutive batches of the 2000-image CIFAR-10 subset of ``BENCHMARKS.md``
+with the settings of ``experiments/configs/defense_cifar10.flags``
+(``DefenseConfig()``'s defaults). The first call, which compiles, is timed
+apart; then ``--repeats`` calls on new batches give images per second
+(median, min, max). Prints a Markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import flags
+import numpy as np
+
+from benchmarks.common import peak_rss_mb, purify_throughput
+from experiments import cli
+
+FLAGS = flags.FLAGS
+MODES = ("per_image", "shared")
+
+flags.DEFINE_list("modes", list(MODES), f"Among {MODES}.")
+flags.DEFINE_list("batch_sizes", ["32"], "Images per purify call.")
+flags.DEFINE_integer("repeats", 3, "Timed calls after the compiling one.")
+flags.DEFINE_integer("iterations", 30, "DNCF iterations per image.")
+flags.DEFINE_integer("channels", 16, "Width of the 3-conv net.")
+flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
+flags.DEFINE_string("output", "benchmarks/results/defense_throughput.json",
+                    "JSON path.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  import jax
+  from dncf_jax import defense, io as dio
+  modes = [m for m in FLAGS.modes if m]
+  bad = [m for m in modes if m not in MODES]
+  if bad or not modes:
+    raise ValueError(f"--modes must be among {MODES}, got {FLAGS.modes}")
+  try:
+    sizes = [int(b) for b in FLAGS.batch_sizes]
+  except ValueError:
+    raise ValueError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}")
+  if not sizes or min(sizes) < 1 or FLAGS.repeats < 1:
+    raise ValueError("--batch_sizes must be >= 1 and --repeats >= 1")
+  images, _ = dio.load_cifar10_test(FLAGS.data_dir or dio.default_data_dir())
+  out = dict(benchmark="defense_throughput",
+             device=jax.devices()[0].device_kind, devices=jax.device_count(),
+             backend=jax.default_backend(), cpus=os.cpu_count(),
+             jax=jax.__version__, argv=sys.argv[1:], runs=[])
+  print("| mode | batch | first call s (compile) | images/s median (min-max) |")
+  print("|---|---|---|---|")
+  for mode in modes:
+    cfg = defense.DefenseConfig(mode=mode, iterations=FLAGS.iterations,
+                                channels=FLAGS.channels)
+    for b in sizes:
+      r = purify_throughput(images, cfg, b, FLAGS.repeats)
+      out["runs"].append(r)
+      ips = r["images_per_second"]
+      print(f"| {mode} | {b} | {r['first_call_seconds']:.1f} | "
+            f"{ips['median']:.1f} ({ips['min']:.1f}-{ips['max']:.1f}) |",
+            flush=True)
+  out["peak_rss_mb"] = peak_rss_mb()
+  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+  with open(FLAGS.output, "w") as f:
+    json.dump(out, f, indent=1)
+  print(f"wrote {FLAGS.output} ({out['device']}, {out['cpus']} CPUs)")
+
+
+if __name__ == "__main__":
+  cli.run_main(main)
