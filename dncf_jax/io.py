@@ -111,6 +111,47 @@ def benchmark_input(task: str, data_dir: str) -> dict:
                    f"choose one of {BENCHMARK_TASKS}")
 
 
+SET5_TASKS = ("denoise", "sr")
+
+
+def set5_inputs(task: str, data_dir: str,
+                size: int = 128) -> list[tuple[str, dict]]:
+  """The ``set5`` check of ``BENCHMARKS.md``: (name, inputs) per image.
+
+  The five colour images of ``cset5/`` in sorted file order, each
+  center-cropped to ``size`` (128 in the protocol); denoise adds
+  ``25/255 * default_rng(i)`` noise to the i-th, SR x4 takes the Lanczos
+  resize to ``size/4``. Inputs as :func:`benchmark_input` returns them.
+  """
+  if task not in SET5_TASKS:
+    raise ValueError(f"unknown set5 task {task!r}; choose one of {SET5_TASKS}")
+  folder = os.path.join(data_dir, "cset5")
+  files = sorted(f for f in os.listdir(folder)
+                 if f.lower().endswith(IMAGE_EXTENSIONS)) if os.path.isdir(
+                     folder) else []
+  if not files:
+    raise FileNotFoundError(f"no images in {folder}: point data_dir at the "
+                            "shared data folder (../shared/data)")
+  out = []
+  for i, f in enumerate(files):
+    im = _open(os.path.join(folder, f)).convert("RGB")
+    w, h = im.size
+    if min(w, h) < size:
+      raise ValueError(f"{f} is {w}x{h}, smaller than the {size}x{size} crop")
+    r, c = (h - size) // 2, (w - size) // 2
+    crop = im.crop((c, r, c + size, r + size))
+    gt = to_float(crop)
+    name = os.path.splitext(f)[0]
+    if task == "denoise":
+      noise = np.random.default_rng(i).standard_normal(gt.shape)
+      noisy = np.clip(gt + (25 / 255) * noise, 0, 1).astype(np.float32)
+      out.append((name, dict(observation=noisy, ground_truth=gt)))
+    else:
+      lr = crop.resize((size // 4, size // 4), Image.LANCZOS)
+      out.append((name, dict(observation=to_float(lr), ground_truth=gt)))
+  return out
+
+
 def default_data_dir() -> str:
   """``../shared/data`` relative to the repository root."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -82,17 +82,6 @@ def seeds_for(task: str, method: str, n: int) -> list[int]:
   return list(range(n))
 
 
-def _jsonable(x):
-  return json.loads(json.dumps(x, default=float))
-
-
-def _write_json(path: str, payload: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=1, default=float)
-  os.replace(tmp, path)
-
-
 def load_previous(path: str, profile: str) -> dict:
   """The runs of an earlier invocation (``--resume``), keyed task/method/seed."""
   if not os.path.isfile(path):
@@ -115,20 +104,6 @@ def save_arrays(path: str, run: runs.Run) -> None:
                       snapshot_images=run.snapshot_images)
 
 
-def describe(rec: dict) -> str:
-  parts = []
-  if rec.get("psnr") is not None:
-    parts.append(f"PSNR {rec['psnr']:.2f} dB")
-  if rec.get("oracle_psnr") is not None:
-    parts.append(f"oracle {rec['oracle_psnr']:.2f}")
-  if rec.get("mse") is not None:
-    parts.append(f"MSE {rec['mse']:.2e}")
-  if rec.get("iterations") is not None:
-    parts.append(f"{rec['iterations']} its")
-  parts.append(f"{rec['seconds']:.1f} s")
-  return ", ".join(parts)
-
-
 def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
             json_path: str) -> None:
   """Every missing (task, method, seed); the JSON is rewritten after each."""
@@ -140,17 +115,17 @@ def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
         continue
       for seed in seeds_for(task, method, seeds):
         key = f"{task}/{method}/{seed}"
-        cfg = _jsonable(runs.cell_config(task, method, seed, prof, over))
+        cfg = report.jsonable(runs.cell_config(task, method, seed, prof, over))
         npz = os.path.join(run_dir(prof), f"{task}_{method}_s{seed}.npz")
         if key in done and done[key].get("config") == cfg and os.path.isfile(npz):
           print(f"{key}: kept from the previous run", flush=True)
           continue
         run = runs.run_one(task, method, seed, prof, inputs, over)
         save_arrays(npz, run)
-        done[key] = _jsonable(run.record)
+        done[key] = report.jsonable(run.record)
         payload["runs"] = done
-        _write_json(json_path, payload)
-        print(f"{key}: {describe(run.record)}", flush=True)
+        report.write_json(json_path, payload)
+        print(f"{key}: {report.describe(run.record)}", flush=True)
 
 
 def build_cells(done: dict, seeds: int) -> dict:
@@ -228,7 +203,7 @@ def main(argv):
   shown_methods = [m for m in runs.METHODS
                    if m in methods or any(m in c for c in cells.values())]
   payload["cells"] = cells
-  _write_json(stem + ".json", payload)
+  report.write_json(stem + ".json", payload)
   with open(stem + ".md", "w") as f:
     f.write(report.markdown(prof, settings, cells, shown_tasks, shown_methods))
   figs = write_figures(prof, shown_tasks, shown_methods,

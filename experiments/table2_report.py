@@ -6,6 +6,7 @@ writes only where it is told to.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Optional
@@ -17,6 +18,34 @@ from experiments.table2_runs import (FIGURE_ONLY, ITERATIVE, METHOD_NAMES,
 
 METRICS = ("psnr", "oracle_psnr", "mse", "ssim", "seconds", "iterations")
 PANEL_METHODS = ("tv", "dip", "deepred", "dncf")
+
+
+def jsonable(x):
+  """``x`` as plain JSON types (numpy scalars become floats)."""
+  return json.loads(json.dumps(x, default=float))
+
+
+def write_json(path: str, payload: dict) -> None:
+  """Writes ``payload`` atomically (a temporary file, then a rename)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=1, default=float)
+  os.replace(tmp, path)
+
+
+def describe(rec: dict) -> str:
+  """One line for a run record: PSNR, oracle, MSE, iterations, seconds."""
+  parts = []
+  if rec.get("psnr") is not None:
+    parts.append(f"PSNR {rec['psnr']:.2f} dB")
+  if rec.get("oracle_psnr") is not None:
+    parts.append(f"oracle {rec['oracle_psnr']:.2f}")
+  if rec.get("mse") is not None:
+    parts.append(f"MSE {rec['mse']:.2e}")
+  if rec.get("iterations") is not None:
+    parts.append(f"{rec['iterations']} its")
+  parts.append(f"{rec['seconds']:.1f} s")
+  return ", ".join(parts)
 
 
 def _stats(values: list) -> Optional[dict]:
