@@ -16,17 +16,6 @@ def peak_rss_mb() -> float:
   return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
 
 
-def recorder(t0: float):
-  """A progress callback keeping (iteration, seconds since t0, best PSNR)."""
-  rows: list[tuple[int, float, float]] = []
-
-  def record(info: dict) -> None:
-    rows.append((int(info["iteration"]), time.perf_counter() - t0,
-                 max(info["psnr"].values())))
-
-  return rows, record
-
-
 def seconds_to(curve: np.ndarray, target: float) -> Optional[float]:
   """First time (column 1) at which the PSNR (column 2) reaches ``target``."""
   hit = np.nonzero(curve[:, 2] >= target - 1e-6)[0]

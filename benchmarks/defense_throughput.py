@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from absl import flags
-import numpy as np
 
 from benchmarks.common import peak_rss_mb, purify_throughput
 from experiments import cli

@@ -33,12 +33,11 @@ import os
 import platform
 import sys
 import time
-from typing import Optional
 
 from absl import flags
 import numpy as np
 
-from benchmarks.common import iteration_to, peak_rss_mb, recorder, seconds_to
+from benchmarks.common import iteration_to, peak_rss_mb, seconds_to
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -67,7 +66,7 @@ def run_method(method: str, task: str, prof, inputs: dict, task_obj) -> dict:
   import dncf_jax as dn
   from dncf_jax import baselines as bl, metrics
   t0 = time.perf_counter()
-  rows, rec = recorder(t0)
+  rows, rec = tr.curve_recorder(t0)
   gt = inputs["ground_truth"]
   if method == "dncf":
     over = dict(early_stop=False)
@@ -154,8 +153,7 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   import jax
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   tasks = tr.check_choice("task", FLAGS.tasks, GT_TASKS)
   if FLAGS.repeats < 1:
     raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}")

@@ -24,7 +24,7 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import iteration_to, peak_rss_mb, recorder, seconds_to
+from benchmarks.common import iteration_to, peak_rss_mb, seconds_to
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -50,7 +50,7 @@ def run(solver: str, inputs: dict, task_obj, prof) -> dict:
               y_solver="lbfgs" if solver == "lbfgs-jaxopt" else solver,
               fuse_gradients=solver != "lbfgs-jaxopt")
   cfg = tr.dncf_config("denoise", prof, 0, over)
-  rows, progress = recorder(time.perf_counter())
+  rows, progress = tr.curve_recorder(time.perf_counter())
   r = dn.restore(inputs["observation"], task_obj, cfg, jax.random.key(0),
                  reference=inputs["ground_truth"], progress=progress)
   curve = np.asarray(rows, np.float64)

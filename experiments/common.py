@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from typing import Optional
 
 from absl import flags
@@ -20,7 +19,7 @@ from PIL import Image
 import dncf_jax as dn
 from dncf_jax import io as dio
 from dncf_jax import metrics
-from experiments.cli import run_main  # noqa: F401  (re-exported)
+from experiments.cli import run_main, use_compilation_cache  # noqa: F401  (run_main re-exported)
 
 FLAGS = flags.FLAGS
 
@@ -212,9 +211,7 @@ def run_and_write(name: str, observation: np.ndarray, task,
     print(f"{name}: inputs checked, written to {path}")
     return {}
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  use_compilation_cache(FLAGS.compilation_cache)
   print(f"{name}: observation {observation.shape}, task {type(task).__name__}, "
         f"device {jax.devices()[0].device_kind}", flush=True)
   result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),

@@ -216,9 +216,7 @@ def main(argv):
   images, labels = dio.load_labelled_images(FLAGS.data, "--data")
   sel = select(len(images), FLAGS.limit)
   import jax
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from dncf_jax import attacks, classifiers, defense, defense_baselines
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)

@@ -35,7 +35,7 @@ flags.DEFINE_string("compilation_cache",
                     "JAX's persistent compilation cache. Empty: off.")
 
 
-def reference(task: str, inputs: dict):
+def reference(inputs: dict):
   """(caption, image) of the last column, or None."""
   if "ground_truth" in inputs:
     return "ground truth", inputs["ground_truth"]
@@ -54,7 +54,7 @@ def figure(path: str, rows: list[tuple[str, dict, np.ndarray, dict]]) -> None:
     if rec.get("psnr") is not None:
       caption += f", {rec['psnr']:.2f} dB"
     obs = inputs["observation"]
-    ref = reference(task, inputs)
+    ref = reference(inputs)
     tiles = [(f"{task}: observation", obs), (caption, image),
              ref if ref is not None else ("(no reference)", None)]
     for ax, (title, im) in zip(ax_row, tiles):
@@ -76,9 +76,7 @@ def main(argv):
   prof = runs.profile(FLAGS.profile)
   inputs = {t: runs.task_input(t, prof, FLAGS.data_dir) for t in tasks}
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   rows, numbers = [], {}
   for t in tasks:
     run = runs.run_one(t, "dncf", 0, prof, inputs[t], {})

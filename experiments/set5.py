@@ -16,7 +16,6 @@ principle), and the command writes
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Optional
@@ -47,15 +46,6 @@ flags.DEFINE_string("compilation_cache",
                     "JAX's persistent compilation cache. Empty: off.")
 
 
-def _crop(inputs: dict, size: int) -> dict:
-  """The tiny profile: a center crop (SR: of the HR image, then its LR)."""
-  gt = runs._center(inputs["ground_truth"], size)
-  if inputs["observation"].shape == inputs["ground_truth"].shape:  # denoise
-    return dict(observation=runs._center(inputs["observation"], size),
-                ground_truth=gt)
-  return dict(observation=runs._lanczos_down(gt, 4), ground_truth=gt)
-
-
 def _mean(values: list) -> Optional[float]:
   vals = [v for v in values if v is not None]
   return float(np.mean(vals)) if len(vals) == len(values) and vals else None
@@ -76,10 +66,10 @@ def markdown(prof: str, done: dict, tasks: list, methods: list,
     for name in names + ["mean"]:
       cells = []
       for m in ms:
-        recs = [done.get(f"{task}/{m}/{n}") for n in names]
         if name == "mean":
-          rec = dict(psnr=_mean([r and r.get("psnr") for r in recs]),
-                     oracle_psnr=_mean([r and r.get("oracle_psnr") for r in recs]))
+          recs = [done.get(f"{task}/{m}/{n}") or {} for n in names]
+          rec = {k: _mean([r.get(k) for r in recs])
+                 for k in ("psnr", "oracle_psnr")}
         else:
           rec = done.get(f"{task}/{m}/{name}") or {}
         text = "-" if rec.get("psnr") is None else f"{rec['psnr']:.2f}"
@@ -102,18 +92,13 @@ def main(argv):
   prof = runs.profile(FLAGS.profile)
   inputs = {t: dio.set5_inputs(t, FLAGS.data_dir)[:FLAGS.images] for t in tasks}
   if prof.crop:
-    inputs = {t: [(n, _crop(i, prof.crop)) for n, i in v]
+    inputs = {t: [(n, runs.crop_input(t, i, prof.crop)) for n, i in v]
               for t, v in inputs.items()}
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   stem = os.path.join(FLAGS.output_dir, f"set5_{prof.name}")
-  done = {}
-  if FLAGS.resume and os.path.isfile(stem + ".json"):
-    with open(stem + ".json") as f:
-      done = json.load(f).get("runs", {})
+  done = report.load_previous(stem + ".json", prof.name) if FLAGS.resume else {}
   payload = dict(profile=prof.name, device=jax.devices()[0].device_kind,
                  command="python -m experiments.set5 " + " ".join(sys.argv[1:]),
                  runs=done)

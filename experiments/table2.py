@@ -19,7 +19,6 @@ already holds with the same settings, so an interrupted table continues.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -80,18 +79,6 @@ def seeds_for(task: str, method: str, n: int) -> list[int]:
   if method in runs.DETERMINISTIC or task in runs.FIGURE_ONLY:
     return [0]
   return list(range(n))
-
-
-def load_previous(path: str, profile: str) -> dict:
-  """The runs of an earlier invocation (``--resume``), keyed task/method/seed."""
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    old = json.load(f)
-  if old.get("profile") != profile:
-    raise ValueError(f"{path} holds profile {old.get('profile')!r}, not "
-                     f"{profile!r}")
-  return old.get("runs", {})
 
 
 def run_dir(prof: runs.Profile) -> str:
@@ -183,12 +170,10 @@ def main(argv):
     raise FileNotFoundError(f"no dip/ images under --data_dir={FLAGS.data_dir} "
                             "(the shared data folder, ../shared/data)")
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  if FLAGS.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   stem = os.path.join(FLAGS.output_dir, f"table2_{prof.name}")
-  done = load_previous(stem + ".json", prof.name) if FLAGS.resume else {}
+  done = report.load_previous(stem + ".json", prof.name) if FLAGS.resume else {}
   settings = dict(seeds=list(range(FLAGS.seeds)), tasks=tasks, methods=methods,
                   overrides=over, device=jax.devices()[0].device_kind,
                   command="python -m experiments.table2 " + " ".join(sys.argv[1:]))

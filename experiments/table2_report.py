@@ -33,6 +33,18 @@ def write_json(path: str, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+def load_previous(path: str, profile: str) -> dict:
+  """The runs of an earlier invocation (``--resume``), by key; {} if none."""
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    old = json.load(f)
+  if old.get("profile") != profile:
+    raise ValueError(f"{path} holds profile {old.get('profile')!r}, not "
+                     f"{profile!r}")
+  return old.get("runs", {})
+
+
 def describe(rec: dict) -> str:
   """One line for a run record: PSNR, oracle, MSE, iterations, seconds."""
   parts = []

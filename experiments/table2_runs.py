@@ -179,13 +179,18 @@ def paper_input(task: str, fl: dict, data_dir: str) -> dict:
   raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def tiny_input(task: str, data_dir: str, size: int) -> dict:
-  """A center crop of the cpu-small input (SR: of the HR image, then downsampled)."""
-  full = dio.benchmark_input(task, data_dir)
+def crop_input(task: str, full: dict, size: int) -> dict:
+  """A ``size`` center crop of a task's inputs (SR: of the HR image, then
+  its x4 Lanczos LR)."""
   if task == "sr":
     gt = _center(full["ground_truth"], size)
     return dict(observation=_lanczos_down(gt, 4), ground_truth=gt)
   return {k: _center(v, size) for k, v in full.items()}
+
+
+def tiny_input(task: str, data_dir: str, size: int) -> dict:
+  """A center crop of the cpu-small input (:func:`crop_input`)."""
+  return crop_input(task, dio.benchmark_input(task, data_dir), size)
 
 
 def task_input(task: str, prof: Profile, data_dir: str) -> dict:
@@ -309,15 +314,22 @@ def score(image: np.ndarray, inputs: dict, task_obj) -> dict:
   return out
 
 
-def _curve_recorder(t0: float):
-  """A progress callback keeping (seconds since t0, best candidate PSNR)."""
-  points: list[tuple[float, float]] = []
+def curve_recorder(t0: float):
+  """A progress callback keeping (iteration, seconds since t0, best
+  candidate PSNR) at every checkpoint that has a PSNR (a reference)."""
+  rows: list[tuple[int, float, float]] = []
 
   def record(info: dict) -> None:
     if "psnr" in info:
-      points.append((time.perf_counter() - t0, max(info["psnr"].values())))
+      rows.append((int(info["iteration"]), time.perf_counter() - t0,
+                   max(info["psnr"].values())))
 
-  return points, record
+  return rows, record
+
+
+def _seconds_psnr(rows: list) -> np.ndarray:
+  """The (n, 2) curve of a :class:`Run`: wall seconds, oracle PSNR."""
+  return np.asarray(rows, np.float32).reshape(-1, 3)[:, 1:]
 
 
 def _oracle(history: dict) -> Optional[float]:
@@ -330,7 +342,7 @@ def run_dncf(task: str, inputs: dict, task_obj, cfg, snapshot_every: int) -> Run
   import dncf_jax as dn
   snap = snapshot_every if task == "flash" else 0
   t0 = time.perf_counter()
-  points, rec = _curve_recorder(t0)
+  rows, rec = curve_recorder(t0)
   r = dn.restore(inputs["observation"], task_obj, cfg, jax.random.key(cfg.seed),
                  reference=inputs.get("ground_truth"), progress=rec,
                  snapshot_every=snap)
@@ -340,7 +352,7 @@ def run_dncf(task: str, inputs: dict, task_obj, cfg, snapshot_every: int) -> Run
                 chosen=r.chosen, chosen_iteration=r.chosen_iteration,
                 oracle_psnr=_oracle(r.history),
                 config=dataclasses.asdict(cfg))
-  out = Run(record, r.image, np.asarray(points, np.float32).reshape(-1, 2))
+  out = Run(record, r.image, _seconds_psnr(rows))
   if snap:
     out.snapshot_iteration = r.history["snapshot_iteration"]
     i = dn.select.CANDIDATES.index("f(y)")
@@ -354,14 +366,14 @@ def run_net_baseline(method: str, inputs: dict, task_obj, cfg) -> Run:
   from dncf_jax import baselines as bl
   fn = bl.dip_restore if method == "dip" else bl.deepred_restore
   t0 = time.perf_counter()
-  points, rec = _curve_recorder(t0)
+  rows, rec = curve_recorder(t0)
   r = fn(inputs["observation"], task_obj, cfg, jax.random.key(cfg.seed),
          reference=inputs.get("ground_truth"), progress=rec)
   record = dict(seconds=r.seconds, compile_seconds=r.compile_seconds,
                 iterations=r.chosen_iteration, iteration_budget=cfg.iterations,
                 chosen=r.chosen, oracle_psnr=_oracle(r.history),
                 config=dataclasses.asdict(cfg))
-  return Run(record, r.image, np.asarray(points, np.float32).reshape(-1, 2))
+  return Run(record, r.image, _seconds_psnr(rows))
 
 
 def run_tv(task: str, inputs: dict, task_obj, grid, iters: int) -> Run:
