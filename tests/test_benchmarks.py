@@ -51,3 +51,32 @@ def test_defense_throughput_measures_images_per_second():
   assert r["first_call_seconds"] > 0 and r["images_per_second"]["median"] > 0
   with pytest.raises(ValueError, match="needs 6 images"):
     common.purify_throughput(images, cfg, batch=2, repeats=2)
+
+
+def test_dip_reference_summary_and_clear_errors(tmp_path):
+  from benchmarks import dip_reference as dr
+  rows = [(50, 1.0, 25.0, 24.0), (100, 2.0, 27.0, 26.5), (150, 3.0, 26.0, 26.8)]
+  s = dr.summarise(rows, ("ema", "last"), 3.0, 0.5, 10, {})
+  assert s["best"]["ema"] == dict(psnr=27.0, iteration=100)
+  assert s["best"]["last"] == dict(psnr=26.8, iteration=150)
+  assert s["best_psnr"] == 27.0 and s["final"] == dict(ema=26.0, last=26.8)
+  assert s["seconds_per_iteration"] == 3.0 / 150
+  with pytest.raises(ValueError, match="--reference_dir is required"):
+    dr.load_reference(None)
+  with pytest.raises(FileNotFoundError, match="no models/skip.py"):
+    dr.load_reference(str(tmp_path))
+
+
+def test_dip_reference_jax_side_runs_the_notebook_setting():
+  import dataclasses
+  from benchmarks import dip_reference as dr
+  from dncf_jax import baselines as bl
+  rng = np.random.default_rng(0)
+  gt = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  noisy = np.clip(gt + 0.1 * rng.standard_normal(gt.shape), 0, 1).astype(np.float32)
+  cfg = dataclasses.replace(bl.dip_config("denoise"), channels=4, scales=2,
+                            iterations=4, checkpoint_every=2)
+  r = dr.run_jax(noisy, gt, cfg)
+  assert r["iterations"] == 4 and [row[0] for row in r["curve"]["rows"]] == [2, 4]
+  assert set(r["best"]) == {"ema", "last"} and np.isfinite(r["best_psnr"])
+  assert r["parameters"] > 0 and r["seconds_per_iteration"] > 0
