@@ -27,6 +27,8 @@ checkpoints included; JAX's compile apart), parameter count. Writes JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -188,7 +190,6 @@ def main(argv):
     if getattr(FLAGS, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
   get_net = load_reference(FLAGS.reference_dir) if "torch" in sides else None
-  import dataclasses
   import jax
   from dncf_jax import io as dio
   data_dir = FLAGS.data_dir or dio.default_data_dir()
@@ -219,7 +220,7 @@ def main(argv):
     print(f"{side}: best {r['best_psnr']:.2f} dB "
           + ", ".join(f"{n} {b['psnr']:.2f}@{b['iteration']}"
                       for n, b in r["best"].items())
-          + f"; final " + ", ".join(f"{n} {v:.2f}" for n, v in r["final"].items())
+          + "; final " + ", ".join(f"{n} {v:.2f}" for n, v in r["final"].items())
           + f"; {r['seconds_per_iteration'] * 1e3:.1f} ms/it, steady "
           f"{_ms(r['steady_seconds_per_iteration'])} ms/it (compile {r['compile_seconds']:.1f} s), params {r['parameters']}",
           flush=True)
@@ -237,7 +238,6 @@ def main(argv):
           f"(steady: {_ms(c['steady_torch_over_jax'], 1, '.2f')}x)", flush=True)
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
   with open(FLAGS.output, "w") as f:
-    import json
     json.dump(result, f, indent=1)
   print(f"wrote {FLAGS.output}")
 

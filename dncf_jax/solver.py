@@ -129,6 +129,14 @@ class Result(NamedTuple):
 # ---------------------------------------------------------------------------
 
 
+def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
+  """``fn`` jitted and compiled ahead of time for ``args``, and the seconds
+  that took (tracing and lowering included)."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  return compiled, time.perf_counter() - t0
+
+
 def padded_shape(h: int, w: int, multiple: int) -> tuple[int, int]:
   return (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
 
@@ -581,13 +589,9 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
     return weights, anchor, sigma, sel_w, k_init, y0
 
   # Compiled ahead of time, so that compile_seconds counts every compile.
-  t0 = time.perf_counter()
-  prepare = prepare.lower(obs, key).compile()
-  setup_compile_seconds = time.perf_counter() - t0
+  prepare, prepare_s = compile_timed(prepare, obs, key)
   weights, anchor, sigma, sel_w, k_init, y0 = prepare(obs, key)
-  t0 = time.perf_counter()
-  init_params = jax.jit(net.init).lower(k_init, y0).compile()
-  setup_compile_seconds += time.perf_counter() - t0
+  init_params, init_s = compile_timed(net.init, k_init, y0)
   params = init_params(k_init, y0)
   num_convs = len(nets.conv_layer_names(params))
   cover = penalty.coverage_mask(params, penalty.from_depth(
@@ -599,7 +603,7 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   snapshots: dict[str, list] = {"iteration": [], "images": []}
   if reference is not None:
     ckpt["psnr"] = []
-  compile_seconds = setup_compile_seconds
+  compile_seconds = prepare_s + init_s
   state_y_image = None
 
   def run_phase(model, prob, params, y, iterations, trainable, it0, choice):

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dncf_jax import nets, physics
-from dncf_jax.solver import Result, pad_to, padded_shape
+from dncf_jax import nets
+from dncf_jax.solver import Result, compile_timed, pad_to, padded_shape
 
 Array = jax.Array
 PyTree = Any
@@ -178,9 +178,7 @@ def setup(observation, task, config: DIPConfig, key: Optional[Array],
   hp, wp = padded_shape(scene[0], scene[1], net.required_multiple())
   k_z, k_init, k_noise = jax.random.split(key, 3)
   z = net_input(config, task, obs, k_z, (hp, wp))
-  t0 = time.perf_counter()
-  init_params = jax.jit(net.init).lower(k_init, z).compile()
-  compile_seconds = time.perf_counter() - t0
+  init_params, compile_seconds = compile_timed(net.init, k_init, z)
   params = init_params(k_init, z)
   weights = jnp.asarray(task.weights(obs), jnp.float32)
   return Setup(obs, weights, scene, net, z, params, reference,
@@ -234,10 +232,8 @@ def run_loop(step: Callable, state: dict, iterations: int, chunk: int,
       out["psnr"] = -10 * jnp.log10(mse)
     return state, stats, cands, out
 
-  t0 = time.perf_counter()
   stop = jnp.asarray(iterations, jnp.int32)
-  run = jax.jit(program).lower(state, stop).compile()
-  compile_seconds = time.perf_counter() - t0
+  run, compile_seconds = compile_timed(program, state, stop)
   history: dict[str, list] = {}
   ckpt: dict[str, list] = {"iteration": []}
   t_loop = time.perf_counter()
