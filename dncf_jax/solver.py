@@ -20,6 +20,7 @@ feature map entering the last block and only that block is trained
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -687,8 +688,14 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
                                         bool(choice.stopped)):
     state_y_image = state.y[:scene[0], :scene[1]]
     fmodel = dataclasses.replace(model, y_space="features")
-    feats = net.apply(state.params, state.y, method=nets.Skip.features)
-    f_anchor = net.apply(state.params, anchor, method=nets.Skip.features)
+    # Compiled once for both calls (eagerly, each of the net's operations
+    # compiled on its own: 15.6 s on 2 cores at 128x128, in every run).
+    features, features_s = compile_timed(
+        functools.partial(net.apply, method=nets.Skip.features),
+        state.params, state.y)
+    compile_seconds += features_s
+    feats = features(state.params, state.y)
+    f_anchor = features(state.params, anchor)
     head_only = jax.tree_util.tree_map_with_path(
         lambda p, _: penalty._names(p)[1] not in _body_names(net, state.params),
         state.params)
