@@ -26,7 +26,6 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import jaxopt
 import numpy as np
 import optax
 
@@ -157,6 +156,7 @@ def theta_optimizer(cfg: DNCFConfig) -> optax.GradientTransformation:
 
 
 def _linesearch(fun: Callable, cfg: DNCFConfig):
+  import jaxopt  # here: the default fused y-step never needs it (0.9 s import)
   return jaxopt.BacktrackingLineSearch(
       fun=fun, condition="armijo", c1=cfg.armijo_c1,
       decrease_factor=cfg.backtrack_factor, maxiter=cfg.max_backtracks,
@@ -165,6 +165,7 @@ def _linesearch(fun: Callable, cfg: DNCFConfig):
 
 def make_y_solver(fun: Callable, cfg: DNCFConfig):
   """The jaxopt quasi-Newton solver for ``y`` (``fun(y, params) -> scalar``)."""
+  import jaxopt
   kw = dict(fun=fun, maxiter=cfg.y_steps, linesearch=_linesearch(fun, cfg),
             linesearch_init="max", max_stepsize=1.0, jit=True)
   if cfg.y_solver == "lbfgs":
