@@ -1,0 +1,112 @@
+"""The README's tables, as the commands wrote them: ``python -m experiments.readme``.
+
+A generated block of the README sits between two comment lines,
+
+    <!-- generated: NAME -->
+    ...
+    <!-- end generated: NAME -->
+
+and :data:`BLOCKS` says where each NAME comes from: a Markdown table
+written by ``experiments.table2`` (its title line dropped) or a Table 1
+JSON of ``experiments.defense``, rendered by its own ``to_markdown``.
+This command replaces every block whose source exists (a missing source
+is reported and its block left alone); ``--check`` changes nothing and
+exits with status 1 if the README differs from what it would write (a
+test runs it, so a hand-edited table fails CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+from absl import flags
+
+from experiments import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# NAME -> (kind, source path relative to the repository root)
+BLOCKS = {
+    "table1_cifar10_2000_h200": ("table1", "benchmarks/results/table1_cifar10_2000_h200.json"),
+    "table2_paper_sr_h100": ("table2", "benchmarks/results/table2_paper_sr_h100.md"),
+    "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("readme", os.path.join(ROOT, "README.md"), "The README.")
+flags.DEFINE_list("blocks", list(BLOCKS), "Blocks to regenerate.")
+flags.DEFINE_boolean("check", False, "Exit 1 if the README is not up to date.")
+
+
+def _markers(name: str) -> tuple[str, str]:
+  return f"<!-- generated: {name} -->", f"<!-- end generated: {name} -->"
+
+
+def splice(text: str, name: str, content: str) -> str:
+  """``text`` with the block ``name`` holding ``content`` (one block, or a ValueError)."""
+  begin, end = _markers(name)
+  pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
+  found = pattern.findall(text)
+  if len(found) != 1:
+    raise ValueError(f"the README has {len(found)} blocks {begin!r} ... "
+                     f"{end!r}; it needs exactly one")
+  return pattern.sub(lambda _: f"{begin}\n{content.rstrip()}\n{end}", text)
+
+
+def render(kind: str, path: str) -> str:
+  """The Markdown of one source (see :data:`BLOCKS`)."""
+  with open(path) as f:
+    raw = f.read()
+  if kind == "table1":
+    from experiments.defense import to_markdown
+    table = json.loads(raw)
+    return to_markdown(table, table["meta"]["defenses"], table["meta"])
+  lines = raw.splitlines()
+  if lines and lines[0].startswith("# "):   # the file's own title
+    lines = lines[1:]
+  return "\n".join(lines).strip() + "\n"
+
+
+def update(text: str, names: list[str], root: str = ROOT) -> tuple[str, list[str]]:
+  """``text`` with every block in ``names`` whose source exists regenerated;
+  also the names skipped for want of a source."""
+  skipped = []
+  for name in names:
+    kind, rel = BLOCKS[name]
+    path = os.path.join(root, rel)
+    if not os.path.isfile(path):
+      skipped.append(name)
+      continue
+    text = splice(text, name, render(kind, path))
+  return text, skipped
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  bad = [b for b in FLAGS.blocks if b not in BLOCKS]
+  if bad:
+    raise ValueError(f"unknown block(s) {bad}; choose from {list(BLOCKS)}")
+  if not os.path.isfile(FLAGS.readme):
+    raise FileNotFoundError(f"no README at {FLAGS.readme}")
+  with open(FLAGS.readme) as f:
+    text = f.read()
+  new, skipped = update(text, FLAGS.blocks)
+  for name in skipped:
+    print(f"{name}: source {BLOCKS[name][1]} not found; block left as it is")
+  if FLAGS.check:
+    if new != text:
+      print(f"{FLAGS.readme} is not up to date: run python -m experiments.readme")
+      sys.exit(1)
+    print(f"{FLAGS.readme} is up to date")
+    return
+  if new != text:
+    with open(FLAGS.readme, "w") as f:
+      f.write(new)
+  print(f"{'updated' if new != text else 'unchanged'}: {FLAGS.readme}")
+
+
+if __name__ == "__main__":
+  cli.run_main(main)
