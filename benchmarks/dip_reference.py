@@ -158,18 +158,23 @@ def steady_seconds_per_iteration(curve: np.ndarray) -> float | None:
 
 
 def summarise(rows, names, loop_seconds, compile_seconds, n_params, info) -> dict:
+  """Best and final PSNR per column, s/it; ``best_psnr`` is over the
+  columns both sides have (EMA and ``f(z)``), for a like-for-like
+  comparison."""
   a = np.asarray(rows, np.float64)
   psnr = a[:, 2:]
   best = {n: dict(psnr=float(psnr[:, j].max()),
                   iteration=int(a[int(np.argmax(psnr[:, j])), 0]))
           for j, n in enumerate(names)}
   its = int(a[-1, 0])
-  return dict(steady_seconds_per_iteration=steady_seconds_per_iteration(a),curve=dict(columns=["iteration", "loop_seconds", *names],
+  return dict(curve=dict(columns=["iteration", "loop_seconds", *names],
                          rows=a.tolist()),
-              best=best, best_psnr=max(b["psnr"] for b in best.values()),
+              best=best,
+              best_psnr=max(best[n]["psnr"] for n in ("ema", "last")),
               final={n: float(psnr[-1, j]) for j, n in enumerate(names)},
               iterations=its, loop_seconds=loop_seconds,
               seconds_per_iteration=loop_seconds / its,
+              steady_seconds_per_iteration=steady_seconds_per_iteration(a),
               compile_seconds=compile_seconds, parameters=n_params,
               peak_rss_mb=peak_rss_mb(), **info)
 
