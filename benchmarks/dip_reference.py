@@ -38,6 +38,7 @@ from absl import flags
 import numpy as np
 
 from benchmarks.common import peak_rss_mb
+from dncf_jax import metrics
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -61,8 +62,7 @@ def define_flags() -> None:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-  mse = float(np.mean((np.clip(a, 0, 1) - b) ** 2))
-  return float(10 * np.log10(1.0 / mse))
+  return metrics.psnr(np.clip(a, 0, 1), b)
 
 
 def load_reference(path: str):

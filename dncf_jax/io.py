@@ -74,6 +74,20 @@ def _dip(data_dir: str, name: str) -> str:
   return path
 
 
+def add_noise(clean: np.ndarray, sigma255: float, seed: int) -> np.ndarray:
+  """``clip(clean + sigma/255 * N(0, 1), 0, 1)`` with ``default_rng(seed)``
+  (the protocol's noisy images use sigma 25)."""
+  noise = np.random.default_rng(seed).standard_normal(clean.shape)
+  return np.clip(clean + (sigma255 / 255.0) * noise, 0, 1).astype(np.float32)
+
+
+def _sr_pair(hr: Image.Image, factor: int = 4) -> dict:
+  """The protocol's x``factor`` SR input: the Lanczos LR of ``hr`` and ``hr``."""
+  w, h = hr.size
+  lr = hr.resize((w // factor, h // factor), Image.LANCZOS)
+  return dict(observation=to_float(lr), ground_truth=to_float(hr))
+
+
 def benchmark_input(task: str, data_dir: str) -> dict:
   """The exact inputs of a cpu-small task.
 
@@ -82,14 +96,10 @@ def benchmark_input(task: str, data_dir: str) -> dict:
   """
   if task == "denoise":
     gt = to_float(_open(_dip(data_dir, "F16_GT.png")))[192:320, 192:320]
-    noise = np.random.default_rng(0).standard_normal((128, 128, 3))
-    noisy = np.clip(gt + (25 / 255) * noise, 0, 1).astype(np.float32)
-    return dict(observation=noisy, ground_truth=gt)
+    return dict(observation=add_noise(gt, 25, 0), ground_truth=gt)
   if task == "sr":
     hr = _open(_dip(data_dir, "zebra_GT.png")).convert("RGB")
-    hr = Image.fromarray(np.asarray(hr)[130:258, 228:356])
-    lr = hr.resize((32, 32), Image.LANCZOS)
-    return dict(observation=to_float(lr), ground_truth=to_float(hr))
+    return _sr_pair(Image.fromarray(np.asarray(hr)[130:258, 228:356]))
   if task in ("inpaint1", "inpaint2", "vase"):
     name, size = {"inpaint1": ("kate", (128, 128)),
                   "inpaint2": ("library", (176, 112)),
@@ -140,15 +150,12 @@ def set5_inputs(task: str, data_dir: str,
       raise ValueError(f"{f} is {w}x{h}, smaller than the {size}x{size} crop")
     r, c = (h - size) // 2, (w - size) // 2
     crop = im.crop((c, r, c + size, r + size))
-    gt = to_float(crop)
     name = os.path.splitext(f)[0]
     if task == "denoise":
-      noise = np.random.default_rng(i).standard_normal(gt.shape)
-      noisy = np.clip(gt + (25 / 255) * noise, 0, 1).astype(np.float32)
-      out.append((name, dict(observation=noisy, ground_truth=gt)))
+      gt = to_float(crop)
+      out.append((name, dict(observation=add_noise(gt, 25, i), ground_truth=gt)))
     else:
-      lr = crop.resize((size // 4, size // 4), Image.LANCZOS)
-      out.append((name, dict(observation=to_float(lr), ground_truth=gt)))
+      out.append((name, _sr_pair(crop)))
   return out
 
 

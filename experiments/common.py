@@ -142,8 +142,7 @@ def add_noise(clean: np.ndarray, sigma255: float, seed: int) -> np.ndarray:
   """``clip(clean + sigma/255 * N(0, 1), 0, 1)`` with ``default_rng(seed)``."""
   if sigma255 < 0:
     raise ValueError(f"--synthetic_sigma must be >= 0, got {sigma255}")
-  noise = np.random.default_rng(seed).standard_normal(clean.shape)
-  return np.clip(clean + (sigma255 / 255.0) * noise, 0, 1).astype(np.float32)
+  return dio.add_noise(clean, sigma255, seed)
 
 
 # ---------------------------------------------------------------------------
