@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from experiments.table2_runs import (FIGURE_ONLY, ITERATIVE, METHOD_NAMES,
-                                     Profile)
+                                     Profile, applies)
 
 METRICS = ("psnr", "oracle_psnr", "mse", "ssim", "seconds", "iterations")
 PANEL_METHODS = ("tv", "dip", "deepred", "dncf")
@@ -128,7 +128,8 @@ def header_lines(prof: Profile, settings: dict) -> list[str]:
 
 def markdown(prof: Profile, settings: dict, cells: dict, tasks: list[str],
              methods: list[str]) -> str:
-  """Rows = tasks, columns = methods."""
+  """Rows = tasks, columns = methods ("n/a": the method does not apply;
+  "not run yet": a cell the JSON does not hold, e.g. an unfinished table)."""
   out = [f"# Table 2 ({prof.name})", ""]
   out += [f"- {line}" for line in header_lines(prof, settings)]
   out += ["", "| task | " + " | ".join(METHOD_NAMES[m] for m in methods) + " |",
@@ -136,8 +137,8 @@ def markdown(prof: Profile, settings: dict, cells: dict, tasks: list[str],
   for task in tasks:
     if task in FIGURE_ONLY:
       continue
-    row = [cell_text(cells[task][m], m) if m in cells.get(task, {}) else "n/a"
-           for m in methods]
+    row = [cell_text(cells[task][m], m) if m in cells.get(task, {}) else
+           "not run yet" if applies(m, task) else "n/a" for m in methods]
     out.append(f"| {task} | " + " | ".join(row) + " |")
   if any(t in FIGURE_ONLY for t in tasks):
     out += ["", "vase (object removal): no ground truth, figure only."]

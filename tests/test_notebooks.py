@@ -27,3 +27,37 @@ def test_notebooks_are_committed_without_outputs():
 @pytest.mark.parametrize("name", NOTEBOOKS[0::2])
 def test_notebook_runs_in_small_setting(name, monkeypatch):
   run_and_check(name, monkeypatch)
+
+
+def _setup_cell(name):
+  nb = nbformat.read(os.path.join(COLAB, name), as_version=4)
+  return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_every_notebook_starts_with_the_same_setup_cell():
+  cells = {name: _setup_cell(name) for name in NOTEBOOKS}
+  assert len(set(cells.values())) == 1, "the setup cells differ"
+  assert "google.colab" in cells[NOTEBOOKS[0]]
+
+
+def test_colab_setup_finds_a_copy_or_says_what_to_do(tmp_path, monkeypatch):
+  """The Colab branch's source lookup (it cannot pip install here)."""
+  import zipfile
+  src = _setup_cell(NOTEBOOKS[0]).split('if "google.colab" in sys.modules:')[0]
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv("DNCF_REPO_DIR", raising=False)
+  scope: dict = {}
+  exec(src, scope)
+  assert scope["REPO_URL"] == ""
+  with pytest.raises(RuntimeError, match="set REPO_URL.*dncf-jax.zip"):
+    scope["repository_copy"]()
+  # An uploaded archive of the repository's folder.
+  with zipfile.ZipFile("dncf-jax.zip", "w") as z:
+    z.writestr("dncf-jax-main/pyproject.toml", "[project]\n")
+  assert scope["repository_copy"]() == os.path.join("dncf-jax-unzipped",
+                                                    "dncf-jax-main")
+  # A folder named by DNCF_REPO_DIR comes first.
+  (tmp_path / "drive").mkdir()
+  (tmp_path / "drive" / "pyproject.toml").write_text("")
+  monkeypatch.setenv("DNCF_REPO_DIR", str(tmp_path / "drive"))
+  assert scope["repository_copy"]() == str(tmp_path / "drive")

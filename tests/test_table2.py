@@ -155,3 +155,17 @@ def test_cpu_small_and_tiny_inputs(data_dir):
   tiny = runs.task_input("sr", runs.profile("tiny"), data_dir)
   assert tiny["observation"].shape == (8, 8, 3)
   assert tiny["ground_truth"].shape == (32, 32, 3)
+
+
+def test_markdown_tells_a_missing_cell_from_one_that_does_not_apply():
+  from experiments import table2_report as report
+  rec = dict(seed=0, psnr=30.0, oracle_psnr=31.0, mse=1e-3, ssim=0.9,
+             seconds=12.0, iterations=100)
+  cells = {"sr": {"dncf": report.aggregate([rec])}}
+  settings = dict(seeds=[0], command="python -m experiments.table2 ...")
+  md = report.markdown(runs.profile("tiny"), settings, cells,
+                       ["sr", "denoise"], ["dncf", "bicubic"])
+  rows = {l.split(" | ")[0]: l for l in md.splitlines() if l.startswith("| ")}
+  assert "30.00 dB (oracle 31.00)" in rows["| sr"]
+  assert rows["| sr"].endswith("| not run yet |")       # bicubic applies to sr
+  assert rows["| denoise"] == "| denoise | not run yet | n/a |"
