@@ -1,10 +1,18 @@
-"""The benchmarks' arithmetic: time to quality on made-up curves, purification rate."""
+"""The benchmarks' arithmetic: time to quality on made-up curves, purification
+rate; the startup profile on a tiny denoise run."""
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from benchmarks import common
 from benchmarks import time_to_quality as ttq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(curve, compile_s, blind_psnr=0.0, blind_s=0.0):
@@ -80,3 +88,36 @@ def test_dip_reference_jax_side_runs_the_notebook_setting():
   assert r["iterations"] == 4 and [row[0] for row in r["curve"]["rows"]] == [2, 4]
   assert set(r["best"]) == {"ema", "last"} and np.isfinite(r["best_psnr"])
   assert r["parameters"] > 0 and r["seconds_per_iteration"] > 0
+
+
+def test_startup_profile_pieces():
+  from benchmarks import startup_profile as sp
+  assert sp.busy_cores([(0.0, 0.0), (1.0, 1.5), (2.0, 3.5)]) == [(1.0, 1.5),
+                                                                  (2.0, 2.0)]
+  table = {"jit_run": {"xla_cpu_parallel_codegen_split_count": 2}}
+  assert sp.options_for("jit_run", table) == table["jit_run"]
+  assert sp.options_for("jit_evaluate", table) is None
+
+
+def test_startup_profile_times_the_compiles_of_a_denoise_run(tmp_path):
+  out, js = tmp_path / "out", tmp_path / "p.json"
+  p = subprocess.run(
+      [sys.executable, "-m", "benchmarks.startup_profile", f"--json={js}",
+       "--", "--iterations=2", "--checkpoint_every=1", "--channels=4",
+       "--scales=2", f"--output_dir={out}", "--compilation_cache="],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  r = json.loads(js.read_text())
+  names = {c["program"] for c in r["compiles"]}
+  assert {"jit_prepare", "jit_init", "jit_run", "jit_evaluate"} <= names
+  assert all(c["wall"] >= 0 and c["cpu"] >= 0 for c in r["compiles"])
+  assert r["output_md5"] and len(r["output_md5"]) == 32
+  assert 0 < sum(c["wall"] for c in r["compiles"]) < r["wall_seconds"]
+
+
+def test_startup_profile_bad_flag_is_one_line():
+  p = subprocess.run([sys.executable, "-m", "benchmarks.startup_profile",
+                      "--xla_options=not json"], cwd=ROOT,
+                     capture_output=True, text=True, timeout=60)
+  assert p.returncode == 1 and "error: --xla_options is not JSON" in p.stderr
