@@ -47,8 +47,9 @@ def options_for(name: str, table: dict) -> Optional[dict]:
 
 
 def program_name(lowered) -> str:
-  head = lowered.as_text()[:400]
-  return head.split("module @")[1].split(" ")[0] if "module @" in head else "?"
+  """The module's name (``jit_<function>``), read from its MLIR attribute
+  rather than by printing the whole program."""
+  return str(lowered.compiler_ir().operation.attributes["sym_name"]).strip('"')
 
 
 def profile(module: str, argv: list[str], xla_options: dict) -> dict:
