@@ -48,3 +48,14 @@ def purify_throughput(images: np.ndarray, cfg, batch: int, repeats: int) -> dict
               images_per_second=dict(median=float(np.median(rates)),
                                      min=float(min(rates)),
                                      max=float(max(rates)), n=len(rates)))
+
+
+def stop_and_peak(iterations, ratio, psnr) -> dict:
+  """The first checkpoint with ``ratio <= 1`` (None if never) and the best."""
+  below = np.flatnonzero(np.asarray(ratio) <= 1.0)
+  stop = int(below[0]) if below.size else None
+  peak = int(np.argmax(psnr))
+  return dict(
+      stop_iteration=None if stop is None else int(iterations[stop]),
+      stop_psnr=None if stop is None else float(psnr[stop]),
+      peak_iteration=int(iterations[peak]), peak_psnr=float(psnr[peak]))

@@ -44,6 +44,9 @@ flags.DEFINE_string("data_dir", dio.default_data_dir(),
                     "Folder of the shared data (../shared/data).")
 flags.DEFINE_boolean("resume", False, "Keep the runs already in the JSON "
                      "(same settings) and run only the missing ones.")
+flags.DEFINE_boolean("report_only", False, "Run nothing: write the table "
+                     "and figures from the JSON of an earlier run (cells it "
+                     "lacks show 'not run yet' or fewer seeds).")
 flags.DEFINE_integer("dncf_iterations", None, "Override DNCF's iterations.")
 flags.DEFINE_integer("dncf_feature_iterations", None,
                      "Override DNCF's feature-phase iterations (flash).")
@@ -115,6 +118,20 @@ def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
         print(f"{key}: {report.describe(run.record)}", flush=True)
 
 
+def matching(done: dict, prof, over) -> dict:
+  """The runs whose settings are this invocation's (``--report_only`` must
+  not show a run made with other overrides under these settings)."""
+  kept = {}
+  for key, rec in done.items():
+    want = report.jsonable(runs.cell_config(rec["task"], rec["method"],
+                                            rec["seed"], prof, over))
+    if rec.get("config") == want:
+      kept[key] = rec
+    else:
+      print(f"{key}: left out (run with other settings)", flush=True)
+  return kept
+
+
 def build_cells(done: dict, seeds: int) -> dict:
   """Aggregates the runs per (task, method), over the seeds asked for."""
   grouped: dict[tuple, list] = {}
@@ -136,7 +153,7 @@ def write_figures(prof, tasks, methods, fig_dir: str, done: dict) -> list[str]:
     loaded = {}
     for m in methods:
       path = os.path.join(run_dir(prof), f"{task}_{m}_s0.npz")
-      if os.path.isfile(path):
+      if os.path.isfile(path) and f"{task}/{m}/0" in done:
         loaded[m] = dict(np.load(path))
     if not loaded:
       continue
@@ -173,7 +190,11 @@ def main(argv):
   cli.use_compilation_cache(FLAGS.compilation_cache)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   stem = os.path.join(FLAGS.output_dir, f"table2_{prof.name}")
-  done = report.load_previous(stem + ".json", prof.name) if FLAGS.resume else {}
+  if FLAGS.report_only and not os.path.isfile(stem + ".json"):
+    raise FileNotFoundError(f"--report_only: no {stem}.json to report from "
+                            "(run the table first)")
+  keep = FLAGS.resume or FLAGS.report_only
+  done = report.load_previous(stem + ".json", prof.name) if keep else {}
   settings = dict(seeds=list(range(FLAGS.seeds)), tasks=tasks, methods=methods,
                   overrides=over, device=jax.devices()[0].device_kind,
                   command="python -m experiments.table2 " + " ".join(sys.argv[1:]))
@@ -182,8 +203,13 @@ def main(argv):
   print(f"table2: profile {prof.name}, tasks {tasks}, methods {methods}, "
         f"{FLAGS.seeds} seed(s), device {settings['device']}", flush=True)
   t0 = time.perf_counter()
-  run_all(prof, tasks, methods, FLAGS.seeds, over, done, payload, stem + ".json")
-  cells = build_cells(done, FLAGS.seeds)
+  if FLAGS.report_only:  # the JSON keeps every run; the table shows these
+    shown = matching(done, prof, over)
+  else:
+    run_all(prof, tasks, methods, FLAGS.seeds, over, done, payload,
+            stem + ".json")
+    shown = done
+  cells = build_cells(shown, FLAGS.seeds)
   shown_tasks = [t for t in runs.TASKS if t in tasks or t in cells]
   shown_methods = [m for m in runs.METHODS
                    if m in methods or any(m in c for c in cells.values())]
@@ -192,7 +218,7 @@ def main(argv):
   with open(stem + ".md", "w") as f:
     f.write(report.markdown(prof, settings, cells, shown_tasks, shown_methods))
   figs = write_figures(prof, shown_tasks, shown_methods,
-                       os.path.join(FLAGS.output_dir, "figures"), done)
+                       os.path.join(FLAGS.output_dir, "figures"), shown)
   print(f"wrote {stem}.md, {stem}.json and {len(figs)} figures in "
         f"{FLAGS.output_dir}/figures ({time.perf_counter() - t0:.0f} s)",
         flush=True)

@@ -13,8 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from experiments.table2_runs import (FIGURE_ONLY, ITERATIVE, METHOD_NAMES,
-                                     Profile, applies)
+from experiments.table2_runs import (DETERMINISTIC, FIGURE_ONLY, ITERATIVE,
+                                     METHOD_NAMES, Profile, applies)
 
 METRICS = ("psnr", "oracle_psnr", "mse", "ssim", "seconds", "iterations")
 PANEL_METHODS = ("tv", "dip", "deepred", "dncf")
@@ -85,8 +85,9 @@ def _fmt(s: Optional[dict], fmt: str, unit: str = "",
   return text + unit
 
 
-def cell_text(cell: dict, method: str) -> str:
-  """The Markdown of one cell (``<br>`` between lines)."""
+def cell_text(cell: dict, method: str, asked: int = 1) -> str:
+  """The Markdown of one cell (``<br>`` between lines); ``asked`` = seeds the
+  table asks for, so that a stochastic cell with fewer says "1 of 3 seeds"."""
   lines = []
   if cell["psnr"] is not None:
     psnr = _fmt(cell["psnr"], ".2f", " dB")
@@ -99,8 +100,11 @@ def cell_text(cell: dict, method: str) -> str:
   if its is not None:
     time_line += f", {_fmt(its, '.0f', zero_std=False)} its"
   lines.append(time_line)
-  if len(cell["seeds"]) > 1:
-    lines.append(f"{len(cell['seeds'])} seeds")
+  n = len(cell["seeds"])
+  if method not in DETERMINISTIC and n < asked:
+    lines.append(f"{n} of {asked} seeds")
+  elif n > 1:
+    lines.append(f"{n} seeds")
   return "<br>".join(lines)
 
 
@@ -121,8 +125,8 @@ def header_lines(prof: Profile, settings: dict) -> list[str]:
       "the smallest weight of the grid).",
       "flash: no ground truth; MSE to the no-flash image.",
       "Mean ± std over seeds " + ", ".join(str(s) for s in settings["seeds"])
-      + " (TV and bicubic are deterministic: one run). Seconds: wall time "
-      "including compilation.",
+      + " (TV and bicubic are deterministic: one run; a cell run for fewer "
+      "seeds says how many). Seconds: wall time including compilation.",
   ]
 
 
@@ -137,7 +141,8 @@ def markdown(prof: Profile, settings: dict, cells: dict, tasks: list[str],
   for task in tasks:
     if task in FIGURE_ONLY:
       continue
-    row = [cell_text(cells[task][m], m) if m in cells.get(task, {}) else
+    row = [cell_text(cells[task][m], m, len(settings["seeds"]))
+           if m in cells.get(task, {}) else
            "not run yet" if applies(m, task) else "n/a" for m in methods]
     out.append(f"| {task} | " + " | ".join(row) + " |")
   if any(t in FIGURE_ONLY for t in tasks):

@@ -121,3 +121,12 @@ def test_startup_profile_bad_flag_is_one_line():
                       "--xla_options=not json"], cwd=ROOT,
                      capture_output=True, text=True, timeout=60)
   assert p.returncode == 1 and "error: --xla_options is not JSON" in p.stderr
+
+
+def test_stop_rule_finds_the_first_stop_and_the_peak():
+  its = np.array([10, 20, 30, 40])
+  got = common.stop_and_peak(its, [1.5, 1.0, 0.8, 0.6], [20.0, 27.0, 28.0, 26.0])
+  assert got == dict(stop_iteration=20, stop_psnr=27.0, peak_iteration=30,
+                     peak_psnr=28.0)
+  never = common.stop_and_peak(its, [1.5, 1.2, 1.1, 1.01], [20.0, 27.0, 28.0, 26.0])
+  assert never["stop_iteration"] is None and never["stop_psnr"] is None

@@ -93,6 +93,20 @@ def test_tiny_table_every_cell_figures_and_resume(data_dir, tmp_path):
   assert p.stdout.count("kept from the previous run") == len(table["runs"])
   again = _check_table(tmp_path, DEFAULT_TASKS)
   assert again["runs"] == table["runs"]
+  # Reported for 3 seeds without running the third: the cells say so, and
+  # runs made with other settings are left out of the table, not the JSON.
+  p = _table(tasks, f"--output_dir={tmp_path}", f"--data_dir={data_dir}",
+             "--report_only", "--seeds=3", "--dip_iterations=7")
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "kept from the previous run" not in p.stdout
+  assert p.stdout.count("left out (run with other settings)") == sum(
+      r["method"] == "dip" for r in table["runs"].values())
+  reported = json.loads((tmp_path / "table2_tiny.json").read_text())
+  assert reported["runs"] == table["runs"]
+  assert "dip" not in reported["cells"]["sr"]
+  assert reported["cells"]["sr"]["dncf"]["seeds"] == [0, 1]
+  md = (tmp_path / "table2_tiny.md").read_text()
+  assert "2 of 3 seeds" in md and "--report_only" in md
 
 
 @pytest.mark.slow
@@ -107,7 +121,8 @@ def test_tiny_profile_whole_table(data_dir, tmp_path):
     ("--methods=dncf,sparkle", "unknown method(s) ['sparkle']"),
     ("--tasks=denoise,deblur", "unknown task(s) ['deblur']"),
     ("--seeds=0", "--seeds must be >= 1"),
-    ("--dip_iterations=0", "--dip_iterations must be >= 1")])
+    ("--dip_iterations=0", "--dip_iterations must be >= 1"),
+    ("--report_only", "--report_only: no ")])
 def test_bad_flags_are_one_clear_error(flag, message, tmp_path):
   p = _table(flag, f"--output_dir={tmp_path}")
   assert p.returncode == 2
@@ -169,3 +184,15 @@ def test_markdown_tells_a_missing_cell_from_one_that_does_not_apply():
   assert "30.00 dB (oracle 31.00)" in rows["| sr"]
   assert rows["| sr"].endswith("| not run yet |")       # bicubic applies to sr
   assert rows["| denoise"] == "| denoise | not run yet | n/a |"
+
+
+def test_a_cell_with_fewer_seeds_than_asked_says_so():
+  from experiments import table2_report as report
+  recs = [dict(seed=s, psnr=30.0 + s, oracle_psnr=31.0, mse=1e-3, ssim=0.9,
+               seconds=12.0, iterations=100) for s in (0, 1, 2)]
+  assert report.cell_text(report.aggregate(recs[:1]), "dip", 3).endswith(
+      "<br>1 of 3 seeds")
+  assert report.cell_text(report.aggregate(recs), "dip", 3).endswith(
+      "<br>3 seeds")
+  assert "31.00 ± 0.82 dB" in report.cell_text(report.aggregate(recs), "dip", 3)
+  assert "seeds" not in report.cell_text(report.aggregate(recs[:1]), "tv", 3)
