@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import sys
 import time
@@ -59,3 +61,11 @@ def stop_and_peak(iterations, ratio, psnr) -> dict:
       stop_iteration=None if stop is None else int(iterations[stop]),
       stop_psnr=None if stop is None else float(psnr[stop]),
       peak_iteration=int(iterations[peak]), peak_psnr=float(psnr[peak]))
+
+
+def write_json(path: str, obj: dict, note: str = "") -> None:
+  """Writes ``obj`` to ``path`` (folders made) and says so."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1)
+  print(f"wrote {path}{note}")

@@ -14,13 +14,12 @@ apart; then ``--repeats`` calls on new batches give images per second
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import flags
 
-from benchmarks.common import peak_rss_mb, purify_throughput
+from benchmarks.common import peak_rss_mb, purify_throughput, write_json
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -69,10 +68,7 @@ def main(argv):
             f"{ips['median']:.1f} ({ips['min']:.1f}-{ips['max']:.1f}) |",
             flush=True)
   out["peak_rss_mb"] = peak_rss_mb()
-  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    json.dump(out, f, indent=1)
-  print(f"wrote {FLAGS.output} ({out['device']}, {out['cpus']} CPUs)")
+  write_json(FLAGS.output, out, f" ({out['device']}, {out['cpus']} CPUs)")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ checkpoints included; JAX's compile apart), parameter count. Writes JSON.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -37,7 +36,7 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import peak_rss_mb
+from benchmarks.common import peak_rss_mb, write_json
 from dncf_jax import metrics
 from experiments import cli
 from experiments import table2_runs as tr
@@ -241,10 +240,7 @@ def main(argv):
     print(f"JAX - PyTorch best PSNR: {c['best_psnr_jax_minus_torch']:+.2f} dB; "
           f"PyTorch / JAX s/it: {c['seconds_per_iteration_torch_over_jax']:.2f}x "
           f"(steady: {_ms(c['steady_torch_over_jax'], 1, '.2f')}x)", flush=True)
-  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    json.dump(result, f, indent=1)
-  print(f"wrote {FLAGS.output}")
+  write_json(FLAGS.output, result)
 
 
 if __name__ == "__main__":

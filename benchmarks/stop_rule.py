@@ -14,12 +14,11 @@ with both curves. Uses the ground truth for scoring only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from absl import flags
 
-from benchmarks.common import stop_and_peak
+from benchmarks.common import stop_and_peak, write_json
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -66,10 +65,7 @@ def main(argv):
     print(f"seed {seed}: sigma {r.noise_sigma:.4f}; blind stop {stop}; "
           f"oracle peak of ema f(y) at {summary['peak_iteration']} "
           f"({summary['peak_psnr']:.2f} dB)", flush=True)
-  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    json.dump(out, f, indent=1)
-  print(f"wrote {FLAGS.output}")
+  write_json(FLAGS.output, out)
 
 
 if __name__ == "__main__":
