@@ -44,7 +44,6 @@ def main(argv):
   prof = tr.profile("cpu_small")
   inputs = tr.task_input("denoise", prof, data_dir)
   task = tr.make_physics("denoise", inputs, tr.task_flags("denoise", prof))
-  ema = select.CANDIDATES.index("ema f(y)")
   out = dict(device=jax.devices()[0].device_kind, runs={})
   for seed in range(FLAGS.seeds):
     cfg = dataclasses.replace(tr.dncf_config("denoise", prof, seed),
@@ -52,9 +51,9 @@ def main(argv):
     r = dn.restore(inputs["observation"], task, cfg, jax.random.key(cfg.seed),
                    reference=inputs["ground_truth"])
     its = r.history["checkpoint_iteration"]
-    ratio = r.history["checkpoint_residual"][:, ema] / (
+    ratio = r.history["checkpoint_residual"][:, select.EMA] / (
         cfg.tau * r.noise_sigma ** 2)
-    psnr = r.history["checkpoint_psnr"][:, ema]
+    psnr = r.history["checkpoint_psnr"][:, select.EMA]
     summary = stop_and_peak(its, ratio, psnr)
     out["runs"][seed] = dict(summary, sigma=r.noise_sigma, tau=cfg.tau,
                              iteration=its.tolist(), ratio=ratio.tolist(),

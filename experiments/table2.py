@@ -105,9 +105,9 @@ def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
         continue
       for seed in seeds_for(task, method, seeds):
         key = f"{task}/{method}/{seed}"
-        cfg = report.jsonable(runs.cell_config(task, method, seed, prof, over))
         npz = os.path.join(run_dir(prof), f"{task}_{method}_s{seed}.npz")
-        if key in done and done[key].get("config") == cfg and os.path.isfile(npz):
+        if (key in done and same_settings(done[key], prof, over)
+            and os.path.isfile(npz)):
           print(f"{key}: kept from the previous run", flush=True)
           continue
         run = runs.run_one(task, method, seed, prof, inputs, over)
@@ -118,14 +118,18 @@ def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
         print(f"{key}: {report.describe(run.record)}", flush=True)
 
 
+def same_settings(rec: dict, prof, over) -> bool:
+  """Whether a run record was made with this invocation's settings."""
+  want = runs.cell_config(rec["task"], rec["method"], rec["seed"], prof, over)
+  return rec.get("config") == report.jsonable(want)
+
+
 def matching(done: dict, prof, over) -> dict:
-  """The runs whose settings are this invocation's (``--report_only`` must
-  not show a run made with other overrides under these settings)."""
+  """The runs made with this invocation's settings: the table never shows a
+  run made with other overrides (e.g. one kept for another task)."""
   kept = {}
   for key, rec in done.items():
-    want = report.jsonable(runs.cell_config(rec["task"], rec["method"],
-                                            rec["seed"], prof, over))
-    if rec.get("config") == want:
+    if same_settings(rec, prof, over):
       kept[key] = rec
     else:
       print(f"{key}: left out (run with other settings)", flush=True)
@@ -203,12 +207,10 @@ def main(argv):
   print(f"table2: profile {prof.name}, tasks {tasks}, methods {methods}, "
         f"{FLAGS.seeds} seed(s), device {settings['device']}", flush=True)
   t0 = time.perf_counter()
-  if FLAGS.report_only:  # the JSON keeps every run; the table shows these
-    shown = matching(done, prof, over)
-  else:
+  if not FLAGS.report_only:
     run_all(prof, tasks, methods, FLAGS.seeds, over, done, payload,
             stem + ".json")
-    shown = done
+  shown = matching(done, prof, over)  # the JSON keeps every run
   cells = build_cells(shown, FLAGS.seeds)
   shown_tasks = [t for t in runs.TASKS if t in tasks or t in cells]
   shown_methods = [m for m in runs.METHODS
