@@ -69,3 +69,13 @@ def write_json(path: str, obj: dict, note: str = "") -> None:
   with open(path, "w") as f:
     json.dump(obj, f, indent=1)
   print(f"wrote {path}{note}")
+
+
+def shared_data_dir(flag_value, need: str = "") -> str:
+  """``--data_dir`` or ``../shared/data``; one clear error if ``need`` (a
+  sub-folder, or the folder itself) is not there."""
+  from dncf_jax import io as dio
+  data_dir = flag_value or dio.default_data_dir()
+  if not os.path.isdir(os.path.join(data_dir, need)):
+    raise FileNotFoundError(f"shared data not found at {data_dir} (--data_dir)")
+  return data_dir

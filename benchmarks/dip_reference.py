@@ -36,7 +36,7 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import peak_rss_mb, write_json
+from benchmarks.common import peak_rss_mb, shared_data_dir, write_json
 from dncf_jax import metrics
 from experiments import cli
 from experiments import table2_runs as tr
@@ -195,10 +195,7 @@ def main(argv):
       raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
   get_net = load_reference(FLAGS.reference_dir) if "torch" in sides else None
   import jax
-  from dncf_jax import io as dio
-  data_dir = FLAGS.data_dir or dio.default_data_dir()
-  if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f"shared data not found at {data_dir} (--data_dir)")
+  data_dir = shared_data_dir(FLAGS.data_dir)
   prof = tr.profile(FLAGS.profile)
   inputs = tr.task_input("denoise", prof, data_dir)
   noisy = np.asarray(inputs["observation"], np.float32)

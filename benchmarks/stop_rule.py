@@ -14,11 +14,10 @@ with both curves. Uses the ground truth for scoring only.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from absl import flags
 
-from benchmarks.common import stop_and_peak, write_json
+from benchmarks.common import shared_data_dir, stop_and_peak, write_json
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -34,13 +33,10 @@ def main(argv):
   del argv
   import jax
   import dncf_jax as dn
-  from dncf_jax import io as dio
   from dncf_jax import select
   if FLAGS.seeds < 1 or FLAGS.iterations < 1:
     raise ValueError("--seeds and --iterations must be >= 1")
-  data_dir = FLAGS.data_dir or dio.default_data_dir()
-  if not os.path.isdir(os.path.join(data_dir, "dip")):
-    raise FileNotFoundError(f"shared data not found at {data_dir} (--data_dir)")
+  data_dir = shared_data_dir(FLAGS.data_dir, "dip")
   prof = tr.profile("cpu_small")
   inputs = tr.task_input("denoise", prof, data_dir)
   task = tr.make_physics("denoise", inputs, tr.task_flags("denoise", prof))

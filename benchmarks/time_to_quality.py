@@ -37,7 +37,8 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import iteration_to, peak_rss_mb, seconds_to
+from benchmarks.common import (iteration_to, peak_rss_mb, seconds_to,
+                               shared_data_dir)
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -157,11 +158,7 @@ def main(argv):
   tasks = tr.check_choice("task", FLAGS.tasks, GT_TASKS)
   if FLAGS.repeats < 1:
     raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}")
-  from dncf_jax import io as dio
-  data_dir = FLAGS.data_dir or dio.default_data_dir()
-  if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f"shared data not found at {data_dir} "
-                            "(--data_dir)")
+  data_dir = shared_data_dir(FLAGS.data_dir)
   prof = tr.profile(FLAGS.profile)
   device = jax.devices()[0]
   result = dict(

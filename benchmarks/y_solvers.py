@@ -24,7 +24,8 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import iteration_to, peak_rss_mb, seconds_to
+from benchmarks.common import (iteration_to, peak_rss_mb, seconds_to,
+                               shared_data_dir)
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -81,9 +82,7 @@ def main(argv):
   import jax
   from dncf_jax import io as dio, physics
   solvers = tr.check_choice("solver", FLAGS.solvers, SOLVERS)
-  data_dir = FLAGS.data_dir or dio.default_data_dir()
-  if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f"shared data not found at {data_dir} (--data_dir)")
+  data_dir = shared_data_dir(FLAGS.data_dir)
   inputs = dio.benchmark_input("denoise", data_dir)
   if FLAGS.crop:
     if not 32 <= FLAGS.crop <= 128:
