@@ -30,11 +30,11 @@ def test_splice_replaces_one_block_and_refuses_zero_or_two():
 def test_update_renders_table2_markdown_and_skips_missing_sources(tmp_path):
   src = tmp_path / "benchmarks" / "results"
   src.mkdir(parents=True)
-  (src / "table2_paper_sr_h100.md").write_text("# Title\n\n| a |\n|---|\n| 1 |\n")
+  (src / "table2_paper_h100.md").write_text("# Title\n\n| a |\n|---|\n| 1 |\n")
   text = "".join(f"<!-- generated: {n} -->\nx\n<!-- end generated: {n} -->\n"
                  for n in readme.BLOCKS)
   new, skipped = readme.update(text, list(readme.BLOCKS), root=str(tmp_path))
-  assert "| a |\n|---|\n| 1 |\n<!-- end generated: table2_paper_sr_h100 -->" in new
+  assert "| a |\n|---|\n| 1 |\n<!-- end generated: table2_paper_h100 -->" in new
   assert "# Title" not in new
   assert set(skipped) == {"table1_cifar10_2000_h200", "table2_cpu_small"}
 
