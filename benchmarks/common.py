@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import time
 from typing import Optional
 
 import numpy as np
+
+
+def cpu_model(cpuinfo: Optional[str] = None) -> str:
+  """The CPU's name and its vector extensions that change XLA:CPU's code
+  (from ``/proc/cpuinfo`` unless given; timings on two VMs of the same size
+  can differ two-fold), e.g. ``Intel(R) Xeon(R) Processor [avx2 avx512f]``."""
+  if cpuinfo is None:
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    except OSError:
+      import platform
+      return platform.processor() or "unknown"
+  name = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+  flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
+  have = set(flags.group(1).split()) if flags else set()
+  isa = [f for f in ("avx2", "avx512f", "amx_tile") if f in have]
+  return f"{name.group(1).strip() if name else 'unknown'} [{' '.join(isa)}]"
+
+
+def machine() -> dict:
+  """Where a benchmark ran: what its JSON records beside the numbers."""
+  import platform
+  import jax
+  return dict(platform=platform.platform(), cpus=os.cpu_count(),
+              cpu=cpu_model(), device=str(jax.devices()[0].device_kind),
+              backend=jax.default_backend(), jax=jax.__version__)
 
 
 def peak_rss_mb() -> float:

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import sys
 import time
 
 from absl import flags
 import numpy as np
 
-from benchmarks.common import peak_rss_mb, shared_data_dir, write_json
+from benchmarks.common import machine, peak_rss_mb, shared_data_dir, write_json
 from dncf_jax import metrics
 from experiments import cli
 from experiments import table2_runs as tr
@@ -209,8 +208,7 @@ def main(argv):
                      "transcribes the notebook's noise/bilinear setting")
   result = dict(benchmark="dip_reference", profile=prof.name,
                 image=list(noisy.shape), argv=sys.argv[1:],
-                machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                             device=jax.devices()[0].device_kind),
+                machine=machine(),
                 config=dataclasses.asdict(cfg), sides={})
   print(f"denoise {noisy.shape}, {cfg.channels} channels, {cfg.iterations} "
         f"iterations, device {jax.devices()[0].device_kind}", flush=True)

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Optional
 
+from benchmarks.common import machine
+
 
 def cpu_seconds() -> float:
   t = os.times()
@@ -95,8 +97,7 @@ def profile(module: str, argv: list[str], xla_options: dict) -> dict:
   return dict(module=module, argv=argv, xla_options=xla_options,
               wall_seconds=time.perf_counter() - t0,
               cpu_seconds=cpu_seconds() - c0, compiles=compiles,
-              busy_cores=busy_cores(samples),
-              device=jax.devices()[0].device_kind)
+              busy_cores=busy_cores(samples), machine=machine())
 
 
 def output_digest(output_dir: Optional[str]) -> Optional[str]:
@@ -138,6 +139,8 @@ def main() -> None:
             f"{c['wall']:6.2f} s wall, {c['cpu']:6.2f} s CPU")
   print("cores busy per second:",
         " ".join(f"{b:.1f}" for _, b in result["busy_cores"]))
+  print(f"machine: {result['machine']['cpus']} CPUs, "
+        f"{result['machine']['cpu']}, {result['machine']['device']}")
   print(f"total: {result['wall_seconds']:.1f} s wall, "
         f"{result['cpu_seconds']:.1f} s CPU; output md5 {result['output_md5']}")
   os.makedirs(os.path.dirname(opts["json"]) or ".", exist_ok=True)

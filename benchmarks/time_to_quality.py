@@ -30,15 +30,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
 from absl import flags
 import numpy as np
 
-from benchmarks.common import (iteration_to, peak_rss_mb, seconds_to,
-                               shared_data_dir)
+from benchmarks.common import (iteration_to, machine, peak_rss_mb,
+                               seconds_to, shared_data_dir)
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -163,12 +162,10 @@ def main(argv):
   device = jax.devices()[0]
   result = dict(
       benchmark="time_to_quality", profile=prof.name,
-      machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                   device=str(device.device_kind), backend=jax.default_backend()),
-      jax=jax.__version__, argv=sys.argv[1:], tasks={})
+      machine=machine(), jax=jax.__version__, argv=sys.argv[1:], tasks={})
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
   print(f"device: {device.device_kind} ({jax.default_backend()}), "
-        f"{os.cpu_count()} CPUs", flush=True)
+        f"{os.cpu_count()} CPUs, {result['machine']['cpu']}", flush=True)
   for task in tasks:
     inputs = tr.task_input(task, prof, data_dir)
     task_obj = tr.make_physics(task, inputs, tr.task_flags(task, prof))

@@ -90,6 +90,15 @@ def test_dip_reference_jax_side_runs_the_notebook_setting():
   assert r["parameters"] > 0 and r["seconds_per_iteration"] > 0
 
 
+def test_machine_names_the_cpu_and_its_vector_extensions():
+  info = ("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\n"
+          "flags\t\t: fpu sse2 avx2 avx512f\n")
+  assert common.cpu_model(info) == "Some CPU @ 2.0GHz [avx2 avx512f]"
+  assert common.cpu_model("") == "unknown []"
+  m = common.machine()
+  assert m["cpus"] >= 1 and m["cpu"] and m["backend"] == "cpu"
+
+
 def test_startup_profile_pieces():
   from benchmarks import startup_profile as sp
   assert sp.busy_cores([(0.0, 0.0), (1.0, 1.5), (2.0, 3.5)]) == [(1.0, 1.5),
@@ -113,6 +122,7 @@ def test_startup_profile_times_the_compiles_of_a_denoise_run(tmp_path):
   assert {"jit_prepare", "jit_init", "jit_run", "jit_evaluate"} <= names
   assert all(c["wall"] >= 0 and c["cpu"] >= 0 for c in r["compiles"])
   assert r["output_md5"] and len(r["output_md5"]) == 32
+  assert r["machine"]["cpus"] >= 1 and "[" in r["machine"]["cpu"]
   assert 0 < sum(c["wall"] for c in r["compiles"]) < r["wall_seconds"]
 
 
