@@ -19,7 +19,8 @@ import sys
 
 from absl import flags
 
-from benchmarks.common import peak_rss_mb, purify_throughput, write_json
+from benchmarks.common import (machine, peak_rss_mb, purify_throughput,
+                               write_json)
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -54,7 +55,8 @@ def main(argv):
   out = dict(benchmark="defense_throughput",
              device=jax.devices()[0].device_kind, devices=jax.device_count(),
              backend=jax.default_backend(), cpus=os.cpu_count(),
-             jax=jax.__version__, argv=sys.argv[1:], runs=[])
+             jax=jax.__version__, machine=machine(), argv=sys.argv[1:],
+             runs=[])
   print("| mode | batch | first call s (compile) | images/s median (min-max) |")
   print("|---|---|---|---|")
   for mode in modes:

@@ -24,7 +24,7 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import (iteration_to, peak_rss_mb, seconds_to,
+from benchmarks.common import (iteration_to, machine, peak_rss_mb, seconds_to,
                                shared_data_dir)
 from experiments import cli
 from experiments import table2_runs as tr
@@ -94,7 +94,8 @@ def main(argv):
   shape = inputs["observation"].shape
   out = dict(benchmark="y_solvers", input=f"cpu_small denoise, {shape}",
              target_psnr=FLAGS.target, device=jax.devices()[0].device_kind,
-             cpus=os.cpu_count(), argv=sys.argv[1:], runs=[])
+             cpus=os.cpu_count(), machine=machine(), argv=sys.argv[1:],
+             runs=[])
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
   print("| y-solver | its to target | s to target (loop) | s to target (all) "
         "| best dB | blind dB | s/it | y-evals/it | compile s |")
