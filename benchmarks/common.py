@@ -40,6 +40,11 @@ def machine() -> dict:
               backend=jax.default_backend(), jax=jax.__version__)
 
 
+def describe(m: dict) -> str:
+  """One line of :func:`machine`'s record, for a benchmark's printout."""
+  return f"{m['device']} ({m['backend']}), {m['cpus']} CPUs, {m['cpu']}"
+
+
 def peak_rss_mb() -> float:
   """The process's peak resident set (MiB), as ``getrusage`` reports it."""
   kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -14,13 +14,12 @@ apart; then ``--repeats`` calls on new batches give images per second
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import flags
 
-from benchmarks.common import (machine, peak_rss_mb, purify_throughput,
-                               write_json)
+from benchmarks.common import (describe, machine, peak_rss_mb,
+                               purify_throughput, write_json)
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -52,11 +51,8 @@ def main(argv):
   if not sizes or min(sizes) < 1 or FLAGS.repeats < 1:
     raise ValueError("--batch_sizes must be >= 1 and --repeats >= 1")
   images, _ = dio.load_cifar10_test(FLAGS.data_dir or dio.default_data_dir())
-  out = dict(benchmark="defense_throughput",
-             device=jax.devices()[0].device_kind, devices=jax.device_count(),
-             backend=jax.default_backend(), cpus=os.cpu_count(),
-             jax=jax.__version__, machine=machine(), argv=sys.argv[1:],
-             runs=[])
+  out = dict(benchmark="defense_throughput", devices=jax.device_count(),
+             machine=machine(), argv=sys.argv[1:], runs=[])
   print("| mode | batch | first call s (compile) | images/s median (min-max) |")
   print("|---|---|---|---|")
   for mode in modes:
@@ -70,7 +66,7 @@ def main(argv):
             f"{ips['median']:.1f} ({ips['min']:.1f}-{ips['max']:.1f}) |",
             flush=True)
   out["peak_rss_mb"] = peak_rss_mb()
-  write_json(FLAGS.output, out, f" ({out['device']}, {out['cpus']} CPUs)")
+  write_json(FLAGS.output, out, f" ({describe(out['machine'])})")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Optional
 
-from benchmarks.common import machine
+from benchmarks.common import describe, machine
 
 
 def cpu_seconds() -> float:
@@ -139,8 +139,7 @@ def main() -> None:
             f"{c['wall']:6.2f} s wall, {c['cpu']:6.2f} s CPU")
   print("cores busy per second:",
         " ".join(f"{b:.1f}" for _, b in result["busy_cores"]))
-  print(f"machine: {result['machine']['cpus']} CPUs, "
-        f"{result['machine']['cpu']}, {result['machine']['device']}")
+  print(f"machine: {describe(result['machine'])}")
   print(f"total: {result['wall_seconds']:.1f} s wall, "
         f"{result['cpu_seconds']:.1f} s CPU; output md5 {result['output_md5']}")
   os.makedirs(os.path.dirname(opts["json"]) or ".", exist_ok=True)

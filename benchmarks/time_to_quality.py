@@ -36,8 +36,8 @@ import time
 from absl import flags
 import numpy as np
 
-from benchmarks.common import (iteration_to, machine, peak_rss_mb,
-                               seconds_to, shared_data_dir)
+from benchmarks.common import (describe, iteration_to, machine,
+                               peak_rss_mb, seconds_to, shared_data_dir)
 from experiments import cli
 from experiments import table2_runs as tr
 
@@ -152,20 +152,16 @@ def _fmt(x, spec=".1f"):
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
-  import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
   tasks = tr.check_choice("task", FLAGS.tasks, GT_TASKS)
   if FLAGS.repeats < 1:
     raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}")
   data_dir = shared_data_dir(FLAGS.data_dir)
   prof = tr.profile(FLAGS.profile)
-  device = jax.devices()[0]
-  result = dict(
-      benchmark="time_to_quality", profile=prof.name,
-      machine=machine(), jax=jax.__version__, argv=sys.argv[1:], tasks={})
+  result = dict(benchmark="time_to_quality", profile=prof.name,
+                machine=machine(), argv=sys.argv[1:], tasks={})
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-  print(f"device: {device.device_kind} ({jax.default_backend()}), "
-        f"{os.cpu_count()} CPUs, {result['machine']['cpu']}", flush=True)
+  print(f"device: {describe(result['machine'])}", flush=True)
   for task in tasks:
     inputs = tr.task_input(task, prof, data_dir)
     task_obj = tr.make_physics(task, inputs, tr.task_flags(task, prof))

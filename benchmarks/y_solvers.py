@@ -79,7 +79,6 @@ def _crop(a: np.ndarray, n: int) -> np.ndarray:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
-  import jax
   from dncf_jax import io as dio, physics
   solvers = tr.check_choice("solver", FLAGS.solvers, SOLVERS)
   data_dir = shared_data_dir(FLAGS.data_dir)
@@ -93,8 +92,7 @@ def main(argv):
   task_obj = physics.Denoise(rho=float(fl.get("rho", 1.0)))
   shape = inputs["observation"].shape
   out = dict(benchmark="y_solvers", input=f"cpu_small denoise, {shape}",
-             target_psnr=FLAGS.target, device=jax.devices()[0].device_kind,
-             cpus=os.cpu_count(), machine=machine(), argv=sys.argv[1:],
+             target_psnr=FLAGS.target, machine=machine(), argv=sys.argv[1:],
              runs=[])
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
   print("| y-solver | its to target | s to target (loop) | s to target (all) "

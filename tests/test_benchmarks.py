@@ -97,6 +97,7 @@ def test_machine_names_the_cpu_and_its_vector_extensions():
   assert common.cpu_model("") == "unknown []"
   m = common.machine()
   assert m["cpus"] >= 1 and m["cpu"] and m["backend"] == "cpu"
+  assert common.describe(m).endswith(f"{m['cpus']} CPUs, {m['cpu']}")
 
 
 def test_startup_profile_pieces():
