@@ -81,8 +81,11 @@ def load_reference(path: str):
   return get_net
 
 
-def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
-  """The denoising notebook's loop (its ``closure`` + Adam), in PyTorch."""
+def torch_step(get_net, noisy: np.ndarray, cfg):
+  """The denoising notebook's ``closure`` + Adam step, in PyTorch.
+
+  Returns ``(step, net, z, sync)``: ``step()`` runs one iteration and
+  returns the net's output on the noisy input."""
   import torch
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   torch.manual_seed(cfg.seed)
@@ -98,19 +101,31 @@ def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
   opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
   mse = torch.nn.MSELoss()
   noise = z.clone()
+
+  def step():
+    opt.zero_grad()
+    out = net(z + noise.normal_() * cfg.reg_noise_std)
+    mse(out, target).backward()
+    opt.step()
+    return out
+
+  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+  return step, net, z, sync
+
+
+def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
+  """The denoising notebook's loop (its ``closure`` + Adam), in PyTorch."""
+  import torch
+  step, net, z, sync = torch_step(get_net, noisy, cfg)
   ema = None
   rows = []
-  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
   to_np = lambda t: t.detach().cpu().numpy()[0].transpose(1, 2, 0)
   sync()
   t0 = time.perf_counter()
   for i in range(cfg.iterations):
-    opt.zero_grad()
-    out = net(z + noise.normal_() * cfg.reg_noise_std)
+    out = step()
     ema = (out.detach() if ema is None else
            ema * cfg.ema_decay + out.detach() * (1 - cfg.ema_decay))
-    mse(out, target).backward()
-    opt.step()
     if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.iterations:
       with torch.no_grad():
         clean = net(z)
@@ -120,7 +135,8 @@ def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
   seconds = time.perf_counter() - t0
   n_params = sum(p.numel() for p in net.parameters())
   return summarise(rows, ("ema", "last", "notebook_out"), seconds, 0.0,
-                   n_params, dict(torch=torch.__version__, device=dev,
+                   n_params, dict(torch=torch.__version__,
+                                  device="cuda" if torch.cuda.is_available() else "cpu",
                                   threads=torch.get_num_threads()))
 
 

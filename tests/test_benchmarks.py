@@ -141,3 +141,39 @@ def test_stop_rule_finds_the_first_stop_and_the_peak():
                      peak_psnr=28.0)
   never = common.stop_and_peak(its, [1.5, 1.2, 1.1, 1.01], [20.0, 27.0, 28.0, 26.0])
   assert never["stop_iteration"] is None and never["stop_psnr"] is None
+
+
+def test_dip_breakdown_attributes_kernels_to_layers():
+  from benchmarks import dip_breakdown as bd
+  hlo = ('  %ynn_fusion.3 = f32[4,8]{1,0} fusion(%a), kind=kCustom, '
+         'metadata={op_name="jit(run)/while/body/jvp(Skip)/Skip._block/conv_02/'
+         'nhwk,ko->nhwo/dot_general" stack_frame_id=1}\n'
+         '  ROOT %copy.1 = f32[4]{0} copy(%b), metadata={op_name="jit(run)/'
+         'while/body/transpose(jvp(Skip))/Skip._block/bn_02/add_any"}\n')
+  names = bd.op_names(hlo)
+  assert set(names) == {"ynn_fusion.3", "copy.1"}
+  assert bd.jax_kind(names["ynn_fusion.3"]) == ("convolution", True)
+  assert bd.jax_kind(names["copy.1"]) == ("batch norm", False)
+  assert bd.jax_kind("jit(run)/while/body/jvp(Skip)/Skip._block/conv_02/pad") == (
+      "convolution", False)
+  assert bd.jax_kind("jit(run)/while/body/jvp(Skip)/jit(_resize)/mul")[0] == "upsampling"
+  assert bd.jax_kind("jit(run)/while/body/sqrt")[0] == bd.KINDS[-1]
+  assert bd.torch_kind("aten::convolution_backward") == "convolution"
+  assert bd.torch_kind("aten::reflection_pad2d") == "convolution"
+  assert bd.torch_kind("aten::native_batch_norm_backward") == "batch norm"
+  assert bd.torch_kind("Optimizer.step#Adam.step") == bd.KINDS[-1]
+
+
+def test_dip_breakdown_profiles_the_jax_step():
+  import dataclasses
+  from benchmarks import dip_breakdown as bd
+  from dncf_jax import baselines as bl
+  noisy = np.random.default_rng(0).uniform(size=(32, 32, 3)).astype(np.float32)
+  cfg = dataclasses.replace(bl.dip_config("denoise"), channels=4, scales=2)
+  r = bd.run_jax(noisy, cfg, steps=2, repeats=1)
+  k = r["kinds_ms"]
+  assert tuple(k) == bd.KINDS
+  assert k["convolution"] > 0 and k["batch norm"] > 0 and k["upsampling"] > 0
+  assert 0 < r["convolution_matmul_ms"] < k["convolution"]
+  # the kernels run inside the step: their times sum to about its wall time
+  assert 0.2 * r["ms_per_iteration"] < sum(k.values()) < 3 * r["ms_per_iteration"]

@@ -261,6 +261,40 @@ def run_loop(step: Callable, state: dict, iterations: int, chunk: int,
   return state, cands, hist, compile_seconds
 
 
+def dip_step(s: Setup, task, config: DIPConfig,
+             opt: optax.GradientTransformation) -> Callable[[dict], tuple]:
+  """One DIP iteration on the state of :func:`initial_state`: a fresh
+  ``z + N(0, reg_noise_std^2)``, an ``opt`` step on ``theta`` for
+  :func:`data_loss`, the moving average of the outputs. Returns
+  ``(state, dict(loss=...))``."""
+
+  def loss_fn(params, z):
+    x = render(s.net, params, z, s.scene)
+    return data_loss(task, x, s.obs, s.weights), x
+
+  def step(st):
+    k, sub = jax.random.split(jax.random.wrap_key_data(st["key"]))
+    z = s.z + config.reg_noise_std * jax.random.normal(sub, s.z.shape)
+    (loss, x), g = jax.value_and_grad(loss_fn, has_aux=True)(st["params"], z)
+    upd, opt_state = opt.update(g, st["opt_state"], st["params"])
+    params = optax.apply_updates(st["params"], upd)
+    d = config.ema_decay
+    ema = jnp.where(st["it"] == 0, x, d * st["ema"] + (1 - d) * x)
+    new = dict(params=params, opt_state=opt_state, ema=ema,
+               key=jax.random.key_data(k),
+               it=st["it"] + 1)
+    return new, dict(loss=loss)
+
+  return step
+
+
+def initial_state(s: Setup, opt: optax.GradientTransformation) -> dict:
+  """The state :func:`dip_step` carries, at iteration 0."""
+  return dict(params=s.params, opt_state=opt.init(s.params),
+              ema=jnp.zeros(s.scene, jnp.float32), key=s.noise_key,
+              it=jnp.zeros((), jnp.int32))
+
+
 def dip_restore(observation, task, config: DIPConfig = DIPConfig(),
                 key: Optional[Array] = None, reference=None,
                 progress: Optional[Callable[[dict], None]] = None) -> Result:
@@ -283,24 +317,11 @@ def dip_restore(observation, task, config: DIPConfig = DIPConfig(),
   s = setup(observation, task, config, key, reference)
   opt = optax.adam(config.learning_rate)
   traces = [0]
-
-  def loss_fn(params, z):
-    x = render(s.net, params, z, s.scene)
-    return data_loss(task, x, s.obs, s.weights), x
+  train = dip_step(s, task, config, opt)
 
   def step(st):
     traces[0] += 1
-    k, sub = jax.random.split(jax.random.wrap_key_data(st["key"]))
-    z = s.z + config.reg_noise_std * jax.random.normal(sub, s.z.shape)
-    (loss, x), g = jax.value_and_grad(loss_fn, has_aux=True)(st["params"], z)
-    upd, opt_state = opt.update(g, st["opt_state"], st["params"])
-    params = optax.apply_updates(st["params"], upd)
-    d = config.ema_decay
-    ema = jnp.where(st["it"] == 0, x, d * st["ema"] + (1 - d) * x)
-    new = dict(params=params, opt_state=opt_state, ema=ema,
-               key=jax.random.key_data(k),
-               it=st["it"] + 1)
-    return new, dict(loss=loss)
+    return train(st)
 
   def evaluate(st):
     last = render(s.net, st["params"], s.z, s.scene)
@@ -308,9 +329,7 @@ def dip_restore(observation, task, config: DIPConfig = DIPConfig(),
     res = jax.vmap(lambda x: data_loss(task, x, s.obs, s.weights))(cands)
     return cands, dict(residual=res)
 
-  state = dict(params=s.params, opt_state=opt.init(s.params),
-               ema=jnp.zeros(s.scene, jnp.float32), key=s.noise_key,
-               it=jnp.zeros((), jnp.int32))
+  state = initial_state(s, opt)
   state, cands, hist, compile_s = run_loop(
       step, state, config.iterations, config.checkpoint_every, evaluate,
       OUTPUTS, s.reference, progress)
