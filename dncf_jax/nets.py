@@ -52,8 +52,7 @@ def batch_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
 
 def _batch_norm_fwd(x, scale, bias, eps):
   mean, inv = _batch_stats(x, eps)
-  a = scale * inv
-  return x * a + (bias - mean * a), (x, mean, inv, scale)
+  return (x - mean) * (scale * inv) + bias, (x, mean, inv, scale)
 
 
 def _batch_norm_bwd(eps, res, g):
@@ -61,12 +60,12 @@ def _batch_norm_bwd(eps, res, g):
   x, mean, inv, scale = res
   axes = tuple(range(x.ndim - 1))
   n = x.size // x.shape[-1]
+  xc = x - mean     # centred before any product: no cancellation at a large mean
   sum_g = jnp.sum(g, axes)
-  sum_g_xhat = (jnp.sum(g * x, axes) - mean * sum_g) * inv
+  sum_g_xhat = jnp.sum(g * xc, axes) * inv
   a = scale * inv
-  k = a * inv * sum_g_xhat / n        # dx = a g - k (x - mean) - a mean(g)
-  dx = g * a - k * x + (k * mean - a * sum_g / n)
-  return dx, sum_g_xhat, sum_g
+  k = a * inv * sum_g_xhat / n
+  return g * a - k * xc - a * sum_g / n, sum_g_xhat, sum_g
 
 
 batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
