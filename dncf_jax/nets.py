@@ -45,7 +45,11 @@ def batch_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
   Its gradient is written out (one pass of two sums over the pixels, one
   elementwise pass) instead of differentiated through the statistics:
   on XLA:CPU that takes 15-30 % off batch norm's kernels in a DIP step
-  (``benchmarks/dip_breakdown.py``).
+  (``benchmarks/dip_breakdown.py``). Reverse mode only: ``jax.jvp``,
+  ``jax.jacfwd`` and ``jax.hessian`` raise; for them use
+  ``BatchStatNorm(autodiff=True)`` (the same function, differentiated by
+  JAX; a ``custom_jvp`` version kept half the speed-up but moved a
+  borderline test's PSNR below its bar, see ``benchmarks/RESULTS.md``).
   """
   return _batch_norm_fwd(x, scale, bias, eps)[0]
 
@@ -72,15 +76,24 @@ batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchStatNorm(nn.Module):
-  """BatchNorm in train mode: normalise over (N, H, W), learned affine."""
+  """BatchNorm in train mode: normalise over (N, H, W), learned affine.
+
+  ``autodiff=True``: let JAX differentiate it (forward mode works, e.g.
+  ``jax.hessian`` of a net; slower on CPU) instead of :func:`batch_norm`'s
+  written-out reverse pass.
+  """
 
   eps: float = 1e-5
+  autodiff: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
+    if self.autodiff:
+      mean, inv = _batch_stats(x, self.eps)
+      return (x - mean) * (scale * inv) + bias
     return batch_norm(x, scale, bias, self.eps)
 
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from dncf_jax import nets
 
@@ -36,3 +37,18 @@ def test_batch_norm_matches_float64_and_its_gradient():
     got = jax.grad(loss, (0, 1, 2))(x, scale, bias)
     for g, h in zip(got, want_g):
       np.testing.assert_allclose(g, h, atol=1e-4 * np.max(np.abs(h)))
+
+
+def test_batch_stat_norm_autodiff_variant_has_forward_mode():
+  """``batch_norm`` is reverse mode only (a clear JAX error under jvp);
+  ``BatchStatNorm(autodiff=True)`` is the same function with forward mode."""
+  x = 3.0 + jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5, 3))
+  fast, plain = nets.BatchStatNorm(), nets.BatchStatNorm(autodiff=True)
+  p = fast.init(jax.random.PRNGKey(1), x)
+  np.testing.assert_allclose(fast.apply(p, x), plain.apply(p, x), atol=1e-6)
+  f = lambda m: lambda x: jnp.sum(jnp.sin(m.apply(p, x)))
+  v = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+  _, d = jax.jvp(f(plain), (x,), (v,))
+  np.testing.assert_allclose(d, jnp.sum(jax.grad(f(fast))(x) * v), rtol=1e-4)
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(f(fast), (x,), (v,))
