@@ -54,9 +54,14 @@ def batch_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
   return _batch_norm_fwd(x, scale, bias, eps)[0]
 
 
-def _batch_norm_fwd(x, scale, bias, eps):
+def _normalise(x, scale, bias, eps):
   mean, inv = _batch_stats(x, eps)
-  return (x - mean) * (scale * inv) + bias, (x, mean, inv, scale)
+  return (x - mean) * (scale * inv) + bias, mean, inv
+
+
+def _batch_norm_fwd(x, scale, bias, eps):
+  y, mean, inv = _normalise(x, scale, bias, eps)
+  return y, (x, mean, inv, scale)
 
 
 def _batch_norm_bwd(eps, res, g):
@@ -92,8 +97,7 @@ class BatchStatNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
     if self.autodiff:
-      mean, inv = _batch_stats(x, self.eps)
-      return (x - mean) * (scale * inv) + bias
+      return _normalise(x, scale, bias, self.eps)[0]
     return batch_norm(x, scale, bias, self.eps)
 
 
