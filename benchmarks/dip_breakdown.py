@@ -107,7 +107,7 @@ def best_of(fn, repeats: int) -> float:
 def run_jax(noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict:
   import jax
   import optax
-  from dncf_jax import physics
+  from dncf_jax import physics, solver
   from dncf_jax.baselines import dip
   task = physics.Denoise()
   s = dip.setup(noisy, task, cfg, jax.random.key(cfg.seed), None)
@@ -115,9 +115,7 @@ def run_jax(noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict:
   run = dip.scan_chunk(dip.dip_step(s, task, cfg, opt), steps)
   state = dip.initial_state(s, opt)
   stop = np.int32(np.iinfo(np.int32).max)
-  t0 = time.perf_counter()
-  compiled = jax.jit(run).lower(state, stop).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s = solver.compile_timed(run, state, stop)
   call = lambda: jax.block_until_ready(compiled(state, stop))
   call()
   wall = best_of(call, repeats) / steps
@@ -142,12 +140,12 @@ def run_jax(noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict:
 def run_torch(get_net, noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict:
   import torch
   from torch.profiler import profile
-  step, _, _, sync = ref.torch_step(get_net, noisy, cfg)
+  t = ref.torch_step(get_net, noisy, cfg)
 
   def call():
     for _ in range(steps):
-      step()
-    sync()
+      t.step()
+    t.sync()
 
   call()
   wall = best_of(call, repeats) / steps

@@ -31,6 +31,7 @@ import dataclasses
 import os
 import sys
 import time
+from typing import Any, Callable, NamedTuple
 
 from absl import flags
 import numpy as np
@@ -81,11 +82,19 @@ def load_reference(path: str):
   return get_net
 
 
-def torch_step(get_net, noisy: np.ndarray, cfg):
-  """The denoising notebook's ``closure`` + Adam step, in PyTorch.
+class TorchStep(NamedTuple):
+  """The notebook's step: ``step()`` runs one iteration and returns the
+  net's output on the noisy input; ``sync()`` waits for the device."""
 
-  Returns ``(step, net, z, sync)``: ``step()`` runs one iteration and
-  returns the net's output on the noisy input."""
+  step: Callable[[], Any]
+  net: Any
+  z: Any
+  sync: Callable[[], None]
+  device: str
+
+
+def torch_step(get_net, noisy: np.ndarray, cfg) -> TorchStep:
+  """The denoising notebook's ``closure`` + Adam step, in PyTorch."""
   import torch
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   torch.manual_seed(cfg.seed)
@@ -110,13 +119,13 @@ def torch_step(get_net, noisy: np.ndarray, cfg):
     return out
 
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-  return step, net, z, sync
+  return TorchStep(step, net, z, sync, dev)
 
 
 def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
   """The denoising notebook's loop (its ``closure`` + Adam), in PyTorch."""
   import torch
-  step, net, z, sync = torch_step(get_net, noisy, cfg)
+  step, net, z, sync, dev = torch_step(get_net, noisy, cfg)
   ema = None
   rows = []
   to_np = lambda t: t.detach().cpu().numpy()[0].transpose(1, 2, 0)
@@ -135,8 +144,7 @@ def run_torch(get_net, noisy: np.ndarray, gt: np.ndarray, cfg) -> dict:
   seconds = time.perf_counter() - t0
   n_params = sum(p.numel() for p in net.parameters())
   return summarise(rows, ("ema", "last", "notebook_out"), seconds, 0.0,
-                   n_params, dict(torch=torch.__version__,
-                                  device="cuda" if torch.cuda.is_available() else "cpu",
+                   n_params, dict(torch=torch.__version__, device=dev,
                                   threads=torch.get_num_threads()))
 
 
