@@ -121,11 +121,69 @@ def conv_im2col(x: Array, kernel: Array, stride: int) -> Array:
                     kernel.reshape(kh * kw * cin, cout))
 
 
+def _tap_sum(x: Array, kernel: Array) -> Array:
+  """``VALID`` stride-1 convolution as one matmul to every tap's output
+  (``z[p, t] = x[p] @ kernel[t]``) and a sum of the taps' shifted slices."""
+  kh, kw, cin, cout = kernel.shape
+  _, h, w, _ = x.shape
+  ho, wo = h - kh + 1, w - kw + 1
+  z = jnp.einsum("nhwc,cto->nhwto", x,
+                 kernel.reshape(kh * kw, cin, cout).transpose(1, 0, 2))
+  return sum(z[:, i:i + ho, j:j + wo, kw * i + j]
+             for i in range(kh) for j in range(kw))
+
+
+@jax.custom_vjp
+def conv_taps(x: Array, kernel: Array) -> Array:
+  """``VALID`` stride-1 convolution (NHWC, HWIO) without im2col patches.
+
+  Forward: one matmul ``x @ [K_00 ... K_22]`` and a sum of shifted slices
+  of its output. Input gradient: the same on the zero-padded output
+  gradient with the flipped kernel. Kernel gradient: per tap, the input
+  (channels first, pixels flattened) times the output gradient laid on
+  the input's grid and shifted by the tap's flat offset, a slice of rows
+  that the matmul reads in place. On XLA:CPU this avoids the nine-way
+  channel concatenation of im2col, whose copy kernel was the largest
+  single cost of a DIP step (``benchmarks/dip_breakdown.py``). Same
+  function as :func:`conv_im2col` up to float rounding; reverse mode only
+  (``PadConv(impl="im2col")`` for ``jax.jvp``).
+  """
+  return _tap_sum(x, kernel)
+
+
+def _conv_taps_fwd(x, kernel):
+  return _tap_sum(x, kernel), (x, kernel)
+
+
+def _conv_taps_bwd(res, g):
+  x, kernel = res
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  gp = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+  dx = _tap_sum(gp, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+  # dK[i, j] = sum_q x[q + i*w + j] g[q] over flat positions q of the input
+  # grid, with g zero outside its (ho, wo) corner: the rows of g that tap
+  # (i, j) pairs with x[r] are those of gq shifted down by the tap's offset.
+  xt = x.transpose(3, 0, 1, 2).reshape(cin, n * h * w)
+  gq = jnp.pad(g, ((0, 0), (0, kh - 1), (0, kw - 1), (0, 0)))
+  top = (kh - 1) * w + kw - 1
+  gq = jnp.pad(gq.reshape(n * h * w, cout), ((top, 0), (0, 0)))
+  dk = jnp.stack([xt @ gq[top - i * w - j:top - i * w - j + n * h * w]
+                  for i in range(kh) for j in range(kw)])
+  return dx, dk.reshape(kernel.shape)
+
+
+conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
+
+
 class PadConv(nn.Module):
   """A convolution with explicit reflection (or zero) padding, as DIP's ``conv``.
 
-  ``impl``: ``im2col`` (fast on CPU inside loops), ``xla`` (``lax.conv``,
-  best on GPU) or ``auto`` (im2col on CPU, xla elsewhere).
+  ``impl``: ``taps`` (:func:`conv_taps` for stride-1 kernels larger than
+  1x1, :func:`conv_im2col` for the rest; fastest on CPU, reverse mode
+  only), ``im2col`` (all :func:`conv_im2col`; forward mode works),
+  ``xla`` (``lax.conv``, best on GPU) or ``auto`` (taps on CPU, xla
+  elsewhere).
   """
 
   features: int
@@ -145,13 +203,18 @@ class PadConv(nn.Module):
                    (self.kernel, self.kernel, x.shape[-1], self.features))
     impl = self.impl
     if impl == "auto":
-      impl = "im2col" if jax.default_backend() == "cpu" else "xla"
-    if impl == "im2col":
+      impl = "taps" if jax.default_backend() == "cpu" else "xla"
+    if impl == "taps" and self.stride == 1 and self.kernel > 1:
+      out = conv_taps(x, k)
+    elif impl in ("taps", "im2col"):
       out = conv_im2col(x, k, self.stride)
-    else:
+    elif impl == "xla":
       out = jax.lax.conv_general_dilated(
           x, k, (self.stride, self.stride), "VALID",
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    else:
+      raise ValueError(f"unknown convolution impl {impl!r}; use auto, taps, "
+                       "im2col or xla")
     if self.use_bias:
       out = out + self.param("bias", nn.initializers.zeros, (self.features,))
     return out

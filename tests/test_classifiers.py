@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -58,12 +59,17 @@ def test_float32_matches_reference_and_accuracy_is_sane(models_dir, cifar, resne
   assert 0.7 <= acc <= 0.95, acc   # 100 images, 10 per class; 81% overall
 
 
-def test_im2col_and_lax_conv_agree(models_dir, cifar):
+def test_conv_impls_agree_with_lax_conv(models_dir, cifar):
+  """Logits and the input gradient an attack uses, for each convolution."""
   path = os.path.join(models_dir, "resnet20_cifar10.npz")
   x = jnp.asarray(cifar[0][:4])
-  fa, p = classifiers.load_resnet20(path, impl="im2col")
-  fb, _ = classifiers.load_resnet20(path, impl="xla")
-  np.testing.assert_allclose(fa(p, x), fb(p, x), atol=1e-4)
+  fb, p = classifiers.load_resnet20(path, impl="xla")
+  gb = jax.grad(lambda v: fb(p, v)[:, 3].sum())(x)
+  for impl in ("im2col", "taps"):
+    fa, _ = classifiers.load_resnet20(path, impl=impl)
+    np.testing.assert_allclose(fa(p, x), fb(p, x), atol=1e-4)
+    ga = jax.grad(lambda v: fa(p, v)[:, 3].sum())(x)
+    np.testing.assert_allclose(ga, gb, atol=1e-4 * float(jnp.abs(gb).max()))
 
 
 def test_weight_conversion_layout():

@@ -52,3 +52,42 @@ def test_batch_stat_norm_autodiff_variant_has_forward_mode():
   np.testing.assert_allclose(d, jnp.sum(jax.grad(f(fast))(x) * v), rtol=1e-4)
   with pytest.raises(TypeError, match="forward-mode"):
     jax.jvp(f(fast), (x,), (v,))
+
+
+def _lax_conv(x, k, stride=1):
+  return jax.lax.conv_general_dilated(x, k, (stride, stride), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("xs,ks", [((2, 10, 12, 5), (3, 3, 5, 7)),
+                                   ((1, 9, 7, 3), (5, 3, 3, 4)),
+                                   ((3, 6, 6, 4), (2, 2, 4, 2))])
+def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks):
+  """Forward, input gradient and kernel gradient (written out) against
+  ``lax.conv`` in float64, for a batch, non-square kernels and images."""
+  x = jax.random.normal(jax.random.key(0), xs)
+  k = jax.random.normal(jax.random.key(1), ks)
+  g = jax.random.normal(jax.random.key(2), _lax_conv(x, k).shape)
+  with jax.enable_x64():
+    x64, k64, g64 = (jnp.asarray(a, jnp.float64) for a in (x, k, g))
+    want = _lax_conv(x64, k64)
+    dwant = jax.grad(lambda a, b: jnp.vdot(_lax_conv(a, b), g64), (0, 1))(x64, k64)
+  got = nets.conv_taps(x, k)
+  dgot = jax.grad(lambda a, b: jnp.vdot(nets.conv_taps(a, b), g), (0, 1))(x, k)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  for a, b in zip(dgot, dwant):
+    np.testing.assert_allclose(a, b, atol=5e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_pad_conv_impls_agree_and_bad_impl_is_named():
+  x = jax.random.normal(jax.random.key(0), (1, 16, 16, 6))
+  outs = []
+  for impl in ("taps", "im2col", "xla"):
+    for stride in (1, 2):
+      conv = nets.PadConv(5, 3, stride, impl=impl)
+      p = conv.init(jax.random.key(1), x)
+      outs.append(conv.apply(p, x))
+  for a, b in zip(outs[2:], outs[:-2]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  with pytest.raises(ValueError, match="unknown convolution impl 'fft'"):
+    nets.PadConv(5, impl="fft").init(jax.random.key(1), x)

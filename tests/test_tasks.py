@@ -47,7 +47,11 @@ def _case(name, seed=0):
 @pytest.mark.parametrize("name", ["denoise", "sr", "inpaint", "flash", "deblur"])
 def test_task_end_to_end_beats_its_initial_guess(name):
   obs, task, gt = _case(name)
-  r = dn.restore(obs, task, CFG, jax.random.key(0), reference=gt)
+  # Deblurring climbs slowly: after 60 iterations it is within 0.1 dB of
+  # the observation (25.91-26.53 dB against 25.98, by seed and convolution
+  # rounding), after 150 above it by 1.8-2.7 dB (measured both ways).
+  cfg = dataclasses.replace(CFG, iterations=150) if name == "deblur" else CFG
+  r = dn.restore(obs, task, cfg, jax.random.key(0), reference=gt)
   assert r.image.shape == task.scene_shape(obs.shape)
   assert np.all(np.isfinite(r.image))
   guess = np.clip(np.asarray(task.anchor(obs)), 0, 1)
