@@ -122,31 +122,36 @@ def conv_im2col(x: Array, kernel: Array, stride: int) -> Array:
 
 
 def _tap_sum(x: Array, kernel: Array) -> Array:
-  """``VALID`` stride-1 convolution as one matmul to every tap's output
-  (``z[p, t] = x[p] @ kernel[t]``) and a sum of the taps' shifted slices."""
+  """``VALID`` stride-1 convolution as a sum over the kernel's taps of
+  ``x @ kernel[tap]`` shifted by the tap's offset: per tap, a matmul on the
+  rows of the flattened ``x`` starting at the tap's flat offset (a slice
+  the matmul reads in place), summed on the input grid, then cropped."""
   kh, kw, cin, cout = kernel.shape
-  _, h, w, _ = x.shape
+  n, h, w, _ = x.shape
   ho, wo = h - kh + 1, w - kw + 1
-  z = jnp.einsum("nhwc,cto->nhwto", x,
-                 kernel.reshape(kh * kw, cin, cout).transpose(1, 0, 2))
-  return sum(z[:, i:i + ho, j:j + wo, kw * i + j]
-             for i in range(kh) for j in range(kw))
+  top = (kh - 1) * w + kw - 1      # the last tap's flat offset
+  rows = n * h * w - top
+  xf = x.reshape(n * h * w, cin)
+  out = sum(xf[i * w + j:i * w + j + rows] @ kernel[i, j]
+            for i in range(kh) for j in range(kw))
+  out = jnp.pad(out, ((0, top), (0, 0))).reshape(n, h, w, cout)
+  return out[:, :ho, :wo]
 
 
 @jax.custom_vjp
 def conv_taps(x: Array, kernel: Array) -> Array:
   """``VALID`` stride-1 convolution (NHWC, HWIO) without im2col patches.
 
-  Forward: one matmul ``x @ [K_00 ... K_22]`` and a sum of shifted slices
-  of its output. Input gradient: the same on the zero-padded output
-  gradient with the flipped kernel. Kernel gradient: per tap, the input
-  (channels first, pixels flattened) times the output gradient laid on
-  the input's grid and shifted by the tap's flat offset, a slice of rows
-  that the matmul reads in place. On XLA:CPU this avoids the nine-way
-  channel concatenation of im2col, whose copy kernel was the largest
-  single cost of a DIP step (``benchmarks/dip_breakdown.py``). Same
-  function as :func:`conv_im2col` up to float rounding; reverse mode only
-  (``PadConv(impl="im2col")`` for ``jax.jvp``).
+  Forward: a matmul of ``x`` with each of the kernel's taps on rows shifted
+  by the tap's offset, and their sum (:func:`_tap_sum`). Input gradient:
+  the same on the zero-padded output gradient with the flipped kernel.
+  Kernel gradient: per tap, the input (channels first, pixels flattened)
+  times the output gradient laid on the input's grid and shifted by the
+  tap's flat offset, again a slice of rows read in place. On XLA:CPU this
+  avoids im2col's nine-way channel concatenation, whose copy kernel was
+  the largest single cost of a DIP step (``benchmarks/dip_breakdown.py``).
+  The same function as :func:`conv_im2col` up to float rounding; reverse
+  mode only (``PadConv(impl="im2col")`` for ``jax.jvp``).
   """
   return _tap_sum(x, kernel)
 

@@ -60,16 +60,27 @@ def test_float32_matches_reference_and_accuracy_is_sane(models_dir, cifar, resne
 
 
 def test_conv_impls_agree_with_lax_conv(models_dir, cifar):
-  """Logits and the input gradient an attack uses, for each convolution."""
+  """Logits, and the input gradient an attack uses, for each convolution.
+
+  The gradient is compared in float64: in float32 the convolutions'
+  different rounding can flip a ReLU whose input is within 1e-6 of zero,
+  which changes the gradient in that unit's receptive field (measured:
+  0.017 of 16 over 152 of 12288 entries, against 1e-14 in float64).
+  """
   path = os.path.join(models_dir, "resnet20_cifar10.npz")
   x = jnp.asarray(cifar[0][:4])
   fb, p = classifiers.load_resnet20(path, impl="xla")
-  gb = jax.grad(lambda v: fb(p, v)[:, 3].sum())(x)
   for impl in ("im2col", "taps"):
     fa, _ = classifiers.load_resnet20(path, impl=impl)
     np.testing.assert_allclose(fa(p, x), fb(p, x), atol=1e-4)
-    ga = jax.grad(lambda v: fa(p, v)[:, 3].sum())(x)
-    np.testing.assert_allclose(ga, gb, atol=1e-4 * float(jnp.abs(gb).max()))
+  with jax.enable_x64():
+    x64 = jnp.asarray(cifar[0][:4], jnp.float64)
+    grads = {}
+    for impl in ("xla", "im2col", "taps"):
+      f, p64 = classifiers.load_resnet20(path, jnp.float64, impl=impl)
+      grads[impl] = jax.grad(lambda v: f(p64, v)[:, 3].sum())(x64)
+  for impl in ("im2col", "taps"):
+    np.testing.assert_allclose(grads[impl], grads["xla"], atol=1e-10)
 
 
 def test_weight_conversion_layout():
