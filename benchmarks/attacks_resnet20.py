@@ -31,7 +31,7 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=100)
   ap.add_argument("--attacks", default="fgsm,ffgsm,bim,pgd,cw")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--impl", default="auto", help="conv: auto, im2col or xla")
+  ap.add_argument("--impl", default="auto", help="conv: auto, taps, im2col or xla")
   ap.add_argument("--out", default=None, help="JSON file to write")
   args = ap.parse_args()
 

@@ -13,10 +13,13 @@ the layer it computes), on the PyTorch side as many iterations under
 the same kinds of layer and printed as ms per iteration beside the wall
 time of the step (best of ``--repeats`` timed runs). Writes JSON.
 
-The JAX convolutions are im2col (:func:`dncf_jax.nets.conv_im2col`), so
-their time splits into the matmuls and the data movement around them
-(reflection padding, building the patches, scattering their gradient
-back); PyTorch's convolution kernels do both inside one call.
+The JAX convolutions on CPU are matmuls per kernel tap
+(:func:`dncf_jax.nets.conv_taps`) or im2col (stride 2, 1x1), so their
+time splits into the matmuls and the data movement around them
+(reflection padding, shifting and summing the taps, patches for im2col);
+PyTorch's convolution kernels do both inside one call. XLA:CPU runs
+independent kernels side by side, so JAX's kernel times can add up to
+more than its wall time.
 """
 
 from __future__ import annotations
