@@ -149,7 +149,10 @@ def conv_taps(x: Array, kernel: Array) -> Array:
   times the output gradient laid on the input's grid and shifted by the
   tap's flat offset, again a slice of rows read in place. On XLA:CPU this
   avoids im2col's nine-way channel concatenation, whose copy kernel was
-  the largest single cost of a DIP step (``benchmarks/dip_breakdown.py``).
+  the largest single cost of a DIP step (``benchmarks/dip_breakdown.py``);
+  for 1x1 kernels the written-out kernel gradient keeps XLA from writing
+  the output gradient transposed inside the fusion that computes it
+  (13.6 ms of a 238 ms DIP step at 128 channels).
   The same function as :func:`conv_im2col` up to float rounding; reverse
   mode only (``PadConv(impl="im2col")`` for ``jax.jvp``).
   """
@@ -169,7 +172,7 @@ def _conv_taps_bwd(res, g):
   # dK[i, j] = sum_q x[q + i*w + j] g[q] over flat positions q of the input
   # grid, with g zero outside its (ho, wo) corner: the rows of g that tap
   # (i, j) pairs with x[r] are those of gq shifted down by the tap's offset.
-  xt = x.transpose(3, 0, 1, 2).reshape(cin, n * h * w)
+  xt = x.reshape(n * h * w, cin).T
   gq = jnp.pad(g, ((0, 0), (0, kh - 1), (0, kw - 1), (0, 0)))
   top = (kh - 1) * w + kw - 1
   gq = jnp.pad(gq.reshape(n * h * w, cout), ((top, 0), (0, 0)))
@@ -184,9 +187,8 @@ conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 class PadConv(nn.Module):
   """A convolution with explicit reflection (or zero) padding, as DIP's ``conv``.
 
-  ``impl``: ``taps`` (:func:`conv_taps` for stride-1 kernels larger than
-  1x1, :func:`conv_im2col` for the rest; fastest on CPU, reverse mode
-  only), ``im2col`` (all :func:`conv_im2col`; forward mode works),
+  ``impl``: ``taps`` (:func:`conv_taps` for stride 1, :func:`conv_im2col`
+  for stride 2; fastest on CPU, reverse mode only), ``im2col`` (all :func:`conv_im2col`; forward mode works),
   ``xla`` (``lax.conv``, best on GPU) or ``auto`` (taps on CPU, xla
   elsewhere).
   """
@@ -209,7 +211,7 @@ class PadConv(nn.Module):
     impl = self.impl
     if impl == "auto":
       impl = "taps" if jax.default_backend() == "cpu" else "xla"
-    if impl == "taps" and self.stride == 1 and self.kernel > 1:
+    if impl == "taps" and self.stride == 1:
       out = conv_taps(x, k)
     elif impl in ("taps", "im2col"):
       out = conv_im2col(x, k, self.stride)

@@ -62,11 +62,12 @@ def _lax_conv(x, k, stride=1):
 @pytest.mark.parametrize("xs,ks", [((2, 10, 12, 5), (3, 3, 5, 7)),
                                    ((1, 9, 7, 3), (5, 3, 3, 4)),
                                    ((3, 6, 6, 4), (2, 2, 4, 2)),
-                                   ((1, 8, 9, 70), (3, 3, 70, 66))])
+                                   ((1, 8, 9, 70), (3, 3, 70, 66)),
+                                   ((2, 5, 4, 6), (1, 1, 6, 3))])
 def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks):
   """Forward, input gradient and kernel gradient (written out) against
   ``lax.conv`` in float64: a batch, non-square kernels and images, many
-  channels."""
+  channels, 1x1."""
   x = jax.random.normal(jax.random.key(0), xs)
   k = jax.random.normal(jax.random.key(1), ks)
   g = jax.random.normal(jax.random.key(2), _lax_conv(x, k).shape)
