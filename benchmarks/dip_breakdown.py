@@ -14,7 +14,7 @@ the same kinds of layer and printed as ms per iteration beside the wall
 time of the step (best of ``--repeats`` timed runs). Writes JSON.
 
 The JAX convolutions on CPU are matmuls per kernel tap
-(:func:`dncf_jax.nets.conv_taps`) or im2col (stride 2, 1x1), so their
+(:func:`dncf_jax.nets.conv_taps`) or im2col (stride 2), so their
 time splits into the matmuls and the data movement around them
 (reflection padding, shifting and summing the taps, patches for im2col);
 PyTorch's convolution kernels do both inside one call. XLA:CPU runs
