@@ -145,14 +145,14 @@ def conv_taps(x: Array, kernel: Array) -> Array:
   Forward: a matmul of ``x`` with each of the kernel's taps on rows shifted
   by the tap's offset, and their sum (:func:`_tap_sum`). Input gradient:
   the same on the zero-padded output gradient with the flipped kernel.
-  Kernel gradient: per tap, the input (channels first, pixels flattened)
-  times the output gradient laid on the input's grid and shifted by the
-  tap's flat offset, again a slice of rows read in place. On XLA:CPU this
-  avoids im2col's nine-way channel concatenation, whose copy kernel was
-  the largest single cost of a DIP step (``benchmarks/dip_breakdown.py``);
-  for 1x1 kernels the written-out kernel gradient keeps XLA from writing
-  the output gradient transposed inside the fusion that computes it
-  (13.6 ms of a 238 ms DIP step at 128 channels).
+  Kernel gradient: per tap, the flattened input, transposed (XLA folds
+  the transpose into the matmul), times the output gradient laid on the
+  input's grid and shifted by the tap's flat offset, again a slice of rows
+  read in place. On XLA:CPU this avoids im2col's nine-way channel
+  concatenation, whose copy kernel was the largest single cost of a DIP
+  step (``benchmarks/dip_breakdown.py``); for 1x1 kernels the written-out
+  kernel gradient keeps XLA from writing an operand transposed inside the
+  fusion that computes it (13.6 ms of a 238 ms DIP step at 128 channels).
   The same function as :func:`conv_im2col` up to float rounding; reverse
   mode only (``PadConv(impl="im2col")`` for ``jax.jvp``).
   """
@@ -188,9 +188,9 @@ class PadConv(nn.Module):
   """A convolution with explicit reflection (or zero) padding, as DIP's ``conv``.
 
   ``impl``: ``taps`` (:func:`conv_taps` for stride 1, :func:`conv_im2col`
-  for stride 2; fastest on CPU, reverse mode only), ``im2col`` (all :func:`conv_im2col`; forward mode works),
-  ``xla`` (``lax.conv``, best on GPU) or ``auto`` (taps on CPU, xla
-  elsewhere).
+  for stride 2; fastest on CPU, reverse mode only), ``im2col`` (all
+  :func:`conv_im2col`; forward mode works), ``xla`` (``lax.conv``, best
+  on GPU) or ``auto`` (taps on CPU, xla elsewhere).
   """
 
   features: int
