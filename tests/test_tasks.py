@@ -1,7 +1,6 @@
 """Every task end to end on a small image; determinism; NaN-freedom; blindness."""
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
