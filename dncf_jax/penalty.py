@@ -8,7 +8,7 @@ are plain ``jax.tree_util`` maps over the parameter pytree.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
