@@ -25,7 +25,6 @@ more than its wall time.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import glob
 import gzip
 import json
@@ -38,9 +37,8 @@ from absl import flags
 import numpy as np
 
 from benchmarks import dip_reference as ref
-from benchmarks.common import describe, machine, shared_data_dir, write_json
+from benchmarks.common import describe, machine, write_json
 from experiments import cli
-from experiments import table2_runs as tr
 
 FLAGS = flags.FLAGS
 
@@ -49,14 +47,10 @@ KINDS = ("convolution", "batch norm", "upsampling", "activation",
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("reference_dir", None, "Checkout of the DIP authors' "
-                      "repository; without it only the JAX side runs.")
-  flags.DEFINE_enum("profile", "cpu_small", ["cpu_small", "paper"],
-                    "Denoise input: the 128x128 F16 crop or the full 512x512.")
-  flags.DEFINE_integer("channels", 128, "skip_n33d = skip_n33u (notebook: 128).")
+  ref.define_input_flags("Checkout of the DIP authors' repository; without "
+                         "it only the JAX side runs.")
   flags.DEFINE_integer("steps", 10, "Iterations per timed and profiled run.")
   flags.DEFINE_integer("repeats", 3, "Timed runs (the best is reported).")
-  flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
   flags.DEFINE_string("output", "benchmarks/results/dip_breakdown.json",
                       "JSON written here.")
 
@@ -165,16 +159,10 @@ def run_torch(get_net, noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
-  for name in ("channels", "steps", "repeats"):
-    if getattr(FLAGS, name) < 1:
-      raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+  ref.check_positive("channels", "steps", "repeats")
   get_net = (ref.load_reference(FLAGS.reference_dir)
              if FLAGS.reference_dir else None)
-  prof = tr.profile(FLAGS.profile)
-  inputs = tr.task_input("denoise", prof, shared_data_dir(FLAGS.data_dir))
-  noisy = np.asarray(inputs["observation"], np.float32)
-  cfg = dataclasses.replace(tr.net_config("dip", "denoise", prof, 0),
-                            channels=FLAGS.channels)
+  prof, noisy, _, cfg = ref.denoise_case(0)
   m = machine()
   print(f"DIP step, denoise {noisy.shape}, {cfg.channels} channels; "
         f"{describe(m)}", flush=True)

@@ -44,20 +44,49 @@ from experiments import table2_runs as tr
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """The flags (defined when run, not on import: tests import two benchmarks)."""
-  flags.DEFINE_string("reference_dir", None, "Checkout of the DIP authors' "
-                      "repository (github.com/DmitryUlyanov/deep-image-prior).")
+def define_input_flags(reference_help: str) -> None:
+  """The flags this benchmark shares with ``dip_breakdown``."""
+  flags.DEFINE_string("reference_dir", None, reference_help)
   flags.DEFINE_enum("profile", "cpu_small", ["cpu_small", "paper"],
                     "Denoise input: the 128x128 F16 crop or the full 512x512.")
-  flags.DEFINE_integer("iterations", 3000, "Iterations per side (notebook: 3000).")
   flags.DEFINE_integer("channels", 128, "skip_n33d = skip_n33u (notebook: 128).")
+  flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
+
+
+def define_flags() -> None:
+  """The flags (defined when run, not on import: tests import two benchmarks)."""
+  define_input_flags("Checkout of the DIP authors' repository "
+                     "(github.com/DmitryUlyanov/deep-image-prior).")
+  flags.DEFINE_integer("iterations", 3000, "Iterations per side (notebook: 3000).")
   flags.DEFINE_integer("checkpoint_every", 50, "PSNR sampling.")
   flags.DEFINE_integer("seed", 0, "Seed of both sides (their streams differ).")
   flags.DEFINE_list("sides", ["torch", "jax"], "Which implementations to run.")
-  flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
   flags.DEFINE_string("output", "benchmarks/results/dip_reference.json",
                       "JSON written here.")
+
+
+def check_positive(*names: str) -> None:
+  """``ValueError`` naming the first of these integer flags below 1."""
+  for name in names:
+    if getattr(FLAGS, name) < 1:
+      raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+
+
+def denoise_case(seed: int, **overrides):
+  """``(profile, noisy, ground truth, DIP config)`` from the input flags:
+  the BENCHMARKS denoise input and the ``denoise`` preset at
+  ``--channels``, checked to be the notebook's setting that
+  :func:`torch_step` transcribes."""
+  prof = tr.profile(FLAGS.profile)
+  inputs = tr.task_input("denoise", prof, shared_data_dir(FLAGS.data_dir))
+  noisy = np.asarray(inputs["observation"], np.float32)
+  gt = np.asarray(inputs["ground_truth"], np.float32)
+  cfg = dataclasses.replace(tr.net_config("dip", "denoise", prof, seed),
+                            channels=FLAGS.channels, **overrides)
+  if cfg.input_kind != "noise" or cfg.upsample != "bilinear":
+    raise ValueError(f"the denoise preset changed ({cfg}); this benchmark "
+                     "transcribes the notebook's noise/bilinear setting")
+  return prof, noisy, gt, cfg
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -213,23 +242,12 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   sides = tr.check_choice("side", FLAGS.sides, ("torch", "jax"))
-  for name in ("iterations", "channels", "checkpoint_every"):
-    if getattr(FLAGS, name) < 1:
-      raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+  check_positive("iterations", "channels", "checkpoint_every")
   get_net = load_reference(FLAGS.reference_dir) if "torch" in sides else None
   import jax
-  data_dir = shared_data_dir(FLAGS.data_dir)
-  prof = tr.profile(FLAGS.profile)
-  inputs = tr.task_input("denoise", prof, data_dir)
-  noisy = np.asarray(inputs["observation"], np.float32)
-  gt = np.asarray(inputs["ground_truth"], np.float32)
-  cfg = dataclasses.replace(
-      tr.net_config("dip", "denoise", prof, FLAGS.seed),
-      channels=FLAGS.channels, iterations=FLAGS.iterations,
+  prof, noisy, gt, cfg = denoise_case(
+      FLAGS.seed, iterations=FLAGS.iterations,
       checkpoint_every=FLAGS.checkpoint_every)
-  if cfg.input_kind != "noise" or cfg.upsample != "bilinear":
-    raise ValueError(f"the denoise preset changed ({cfg}); this benchmark "
-                     "transcribes the notebook's noise/bilinear setting")
   result = dict(benchmark="dip_reference", profile=prof.name,
                 image=list(noisy.shape), argv=sys.argv[1:],
                 machine=machine(),
