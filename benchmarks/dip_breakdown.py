@@ -60,7 +60,7 @@ def jax_kind(op_name: str) -> tuple[str, bool]:
   (the Flax module path), and whether it is a convolution's matmul."""
   if "/conv_" in op_name:
     return "convolution", "dot_general" in op_name
-  for key, kind in (("/bn", "batch norm"), ("_resize", "upsampling"),
+  for key, kind in (("/bn", "batch norm"), ("upsample2x", "upsampling"),
                     ("leaky_relu", "activation"), ("Skip", "other net ops")):
     if key in op_name:
       return kind, False

@@ -19,6 +19,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 
@@ -122,16 +123,20 @@ def conv_im2col(x: Array, kernel: Array, stride: int) -> Array:
 
 def _tap_sum(x: Array, kernel: Array) -> Array:
   """``VALID`` stride-1 convolution as a sum over the kernel's taps of
-  ``x @ kernel[tap]`` shifted by the tap's offset: per tap, a matmul on the
-  rows of the flattened ``x`` starting at the tap's flat offset (a slice
-  the matmul reads in place), summed on the input grid, then cropped."""
+  ``x @ kernel[tap]`` shifted by the tap's offset: per tap, a matmul on all
+  rows of the flattened ``x``; the products' rows from each tap's flat
+  offset on are summed on the input grid (one loop kernel), then cropped.
+
+  Shifting the products rather than the inputs matters: XLA:CPU copies a
+  row slice before a matmul reads it, and those nine copies per
+  convolution cost 12-16 % of a DIP step (``benchmarks/RESULTS.md``)."""
   kh, kw, cin, cout = kernel.shape
   n, h, w, _ = x.shape
   ho, wo = h - kh + 1, w - kw + 1
   top = (kh - 1) * w + kw - 1      # the last tap's flat offset
   rows = n * h * w - top
   xf = x.reshape(n * h * w, cin)
-  out = sum(xf[i * w + j:i * w + j + rows] @ kernel[i, j]
+  out = sum((xf @ kernel[i, j])[i * w + j:i * w + j + rows]
             for i in range(kh) for j in range(kw))
   out = jnp.pad(out, ((0, top), (0, 0))).reshape(n, h, w, cout)
   return out[:, :ho, :wo]
@@ -141,8 +146,8 @@ def _tap_sum(x: Array, kernel: Array) -> Array:
 def conv_taps(x: Array, kernel: Array) -> Array:
   """``VALID`` stride-1 convolution (NHWC, HWIO) without im2col patches.
 
-  Forward: a matmul of ``x`` with each of the kernel's taps on rows shifted
-  by the tap's offset, and their sum (:func:`_tap_sum`). Input gradient:
+  Forward: a matmul of ``x`` with each of the kernel's taps, and the sum
+  of the products shifted by the taps' offsets (:func:`_tap_sum`). Input gradient:
   the same on the zero-padded output gradient with the flipped kernel.
   Kernel gradient: per tap, the flattened input, transposed (XLA folds
   the transpose into the matmul), times the output gradient laid on the
@@ -226,14 +231,33 @@ class PadConv(nn.Module):
     return out
 
 
+def _bilinear2x_axis(x: Array, axis: int) -> Array:
+  """x2 linear interpolation along ``axis`` with half-pixel centres and
+  clamped edges: output ``2i`` is ``3/4 x[i] + 1/4 x[i-1]``, ``2i+1`` is
+  ``3/4 x[i] + 1/4 x[i+1]``."""
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad, mode="edge")
+  lo = lax.slice_in_dim(xp, 0, n, axis=axis)
+  hi = lax.slice_in_dim(xp, 2, n + 2, axis=axis)
+  out = jnp.stack([0.75 * x + 0.25 * lo, 0.75 * x + 0.25 * hi], axis + 1)
+  return out.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+
+
 def upsample2x(x: Array, mode: str) -> Array:
-  """x2 upsampling (``nearest`` or ``bilinear``, half-pixel centres)."""
-  n, h, w, c = x.shape
-  if mode == "nearest":
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-  if mode == "bilinear":
-    return jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear",
-                            antialias=False)
+  """x2 upsampling (``nearest`` or ``bilinear``, half-pixel centres).
+
+  ``bilinear`` is ``jax.image.resize(..., "bilinear", antialias=False)``
+  written as a two-tap stencil per axis: the same numbers (to 1e-16 in
+  float64), without the interpolation matmuls and transposes that cost
+  4 % of a DIP step on XLA:CPU (``benchmarks/RESULTS.md``).
+  """
+  with jax.named_scope("upsample2x"):    # profiles' name for these kernels
+    if mode == "nearest":
+      return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    if mode == "bilinear":
+      return _bilinear2x_axis(_bilinear2x_axis(x, 1), 2)
   raise ValueError(f"unknown upsample mode {mode!r}; use nearest or bilinear")
 
 

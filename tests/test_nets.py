@@ -83,6 +83,24 @@ def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks):
     np.testing.assert_allclose(a, b, atol=5e-5 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 1, 4, 2), (1, 16, 16, 8)])
+def test_bilinear_upsample_matches_jax_image_resize(shape):
+  """The stencil against ``jax.image.resize`` (float64), value and
+  gradient, including a one-pixel-high image; bad modes are named."""
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    n, h, w, c = shape
+    ref = lambda a: jax.image.resize(a, (n, 2 * h, 2 * w, c), "bilinear",
+                                     antialias=False)
+    up = lambda a: nets.upsample2x(a, "bilinear")
+    np.testing.assert_allclose(up(x), ref(x), atol=1e-14)
+    g = jax.random.normal(jax.random.key(1), ref(x).shape, jnp.float64)
+    np.testing.assert_allclose(jax.vjp(up, x)[1](g)[0],
+                               jax.vjp(ref, x)[1](g)[0], atol=1e-13)
+  with pytest.raises(ValueError, match="unknown upsample mode 'cubic'"):
+    nets.upsample2x(x, "cubic")
+
+
 def test_pad_conv_impls_agree_and_bad_impl_is_named():
   x = jax.random.normal(jax.random.key(0), (1, 16, 16, 6))
   outs = []
