@@ -142,6 +142,10 @@ def _tap_sum(x: Array, kernel: Array) -> Array:
   return out[:, :ho, :wo]
 
 
+_SPLIT_MIN_ROWS = 4096       # kernel gradient: split the contraction from here
+_SPLIT_MIN_BLOCK = 64 * 64   # ... when cin * cout is at least this
+
+
 @jax.custom_vjp
 def conv_taps(x: Array, kernel: Array) -> Array:
   """``VALID`` stride-1 convolution (NHWC, HWIO) without im2col patches.
@@ -151,8 +155,8 @@ def conv_taps(x: Array, kernel: Array) -> Array:
   the same on the zero-padded output gradient with the flipped kernel.
   Kernel gradient: per tap, the flattened input, transposed (XLA folds
   the transpose into the matmul), times the output gradient laid on the
-  input's grid and shifted by the tap's flat offset, again a slice of rows
-  read in place. On XLA:CPU this avoids im2col's nine-way channel
+  input's grid and shifted by the tap's flat offset (a row slice), the
+  contraction split in two halves for large blocks. On XLA:CPU this avoids im2col's nine-way channel
   concatenation, whose copy kernel was the largest single cost of a DIP
   step (``benchmarks/dip_breakdown.py``); for 1x1 kernels the written-out
   kernel gradient keeps XLA from writing an operand transposed inside the
@@ -176,12 +180,20 @@ def _conv_taps_bwd(res, g):
   # dK[i, j] = sum_q x[q + i*w + j] g[q] over flat positions q of the input
   # grid, with g zero outside its (ho, wo) corner: the rows of g that tap
   # (i, j) pairs with x[r] are those of gq shifted down by the tap's offset.
-  xt = x.reshape(n * h * w, cin).T
+  p = n * h * w
   gq = jnp.pad(g, ((0, 0), (0, kh - 1), (0, kw - 1), (0, 0)))
   top = (kh - 1) * w + kw - 1
-  gq = jnp.pad(gq.reshape(n * h * w, cout), ((top, 0), (0, 0)))
-  dk = jnp.stack([xt @ gq[top - i * w - j:top - i * w - j + n * h * w]
-                  for i in range(kh) for j in range(kw)])
+  gq = jnp.pad(gq.reshape(p, cout), ((top, 0), (0, 0)))
+  # A long contraction into a small (cin, cout) block: split it in two
+  # halves summed after (4-6 % of a 128-channel DIP step on XLA:CPU; no
+  # change at 32 channels, where the blocks are too small to pay).
+  k = 2 if p % 2 == 0 and p >= _SPLIT_MIN_ROWS and cin * cout >= _SPLIT_MIN_BLOCK else 1
+  xs = x.reshape(k, p // k, cin)
+  dk = jnp.stack([
+      jnp.einsum("kpc,kpo->kco", xs,   # not "->co": one contraction is slow
+                 gq[top - i * w - j:top - i * w - j + p].reshape(k, p // k, cout)
+                 ).sum(0)
+      for i in range(kh) for j in range(kw)])
   return dx, dk.reshape(kernel.shape)
 
 

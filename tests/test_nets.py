@@ -64,10 +64,15 @@ def _lax_conv(x, k):
                                    ((3, 6, 6, 4), (2, 2, 4, 2)),
                                    ((1, 8, 9, 70), (3, 3, 70, 66)),
                                    ((2, 5, 4, 6), (1, 1, 6, 3))])
-def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks):
+@pytest.mark.parametrize("split", [False, True])
+def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks, split, monkeypatch):
   """Forward, input gradient and kernel gradient (written out) against
   ``lax.conv`` in float64: a batch, non-square kernels and images, many
-  channels, 1x1."""
+  channels, 1x1; ``split``: the kernel gradient's halved contraction
+  (large images only in use) on every case with an even pixel count."""
+  if split:
+    monkeypatch.setattr(nets, "_SPLIT_MIN_ROWS", 0)
+    monkeypatch.setattr(nets, "_SPLIT_MIN_BLOCK", 0)
   x = jax.random.normal(jax.random.key(0), xs)
   k = jax.random.normal(jax.random.key(1), ks)
   g = jax.random.normal(jax.random.key(2), _lax_conv(x, k).shape)
