@@ -69,10 +69,12 @@ def test_conv_taps_and_its_gradient_match_lax_conv(xs, ks, split, monkeypatch):
   """Forward, input gradient and kernel gradient (written out) against
   ``lax.conv`` in float64: a batch, non-square kernels and images, many
   channels, 1x1; ``split``: the kernel gradient's halved contraction
-  (large images only in use) on every case with an even pixel count."""
-  if split:
+  (large images only in use) on every case with an even pixel count, and
+  one matmul per tap instead of per kernel row (wide kernels only)."""
+  if split:   # and the forward's taps one matmul each
     monkeypatch.setattr(nets, "_SPLIT_MIN_ROWS", 0)
     monkeypatch.setattr(nets, "_SPLIT_MIN_BLOCK", 0)
+    monkeypatch.setattr(nets, "_ROW_MAX_COLUMNS", 0)
   x = jax.random.normal(jax.random.key(0), xs)
   k = jax.random.normal(jax.random.key(1), ks)
   g = jax.random.normal(jax.random.key(2), _lax_conv(x, k).shape)
