@@ -131,7 +131,7 @@ def _tap_sum(x: Array, kernel: Array) -> Array:
 
   Shifting the products rather than the inputs matters: XLA:CPU copies a
   row slice before a matmul reads it, and those nine copies per
-  convolution cost 12-16 % of a DIP step (``benchmarks/RESULTS.md``)."""
+  convolution cost 5-15 % of a DIP step (``benchmarks/RESULTS.md``)."""
   kh, kw, cin, cout = kernel.shape
   n, h, w, _ = x.shape
   ho, wo = h - kh + 1, w - kw + 1
@@ -165,16 +165,17 @@ def conv_taps(x: Array, kernel: Array) -> Array:
 
   Forward: matmuls of ``x`` with the kernel's taps (a kernel row's taps
   side by side), and the sum of the products shifted by the taps' offsets
-  (:func:`_tap_sum`). Input gradient:
-  the same on the zero-padded output gradient with the flipped kernel.
+  (:func:`_tap_sum`). Input gradient: the same on the zero-padded output
+  gradient with the flipped kernel.
   Kernel gradient: per tap, the flattened input, transposed (XLA folds
   the transpose into the matmul), times the output gradient laid on the
   input's grid and shifted by the tap's flat offset (a row slice), the
-  contraction split in two halves for large blocks. On XLA:CPU this avoids im2col's nine-way channel
-  concatenation, whose copy kernel was the largest single cost of a DIP
-  step (``benchmarks/dip_breakdown.py``); for 1x1 kernels the written-out
-  kernel gradient keeps XLA from writing an operand transposed inside the
-  fusion that computes it (13.6 ms of a 238 ms DIP step at 128 channels).
+  contraction split in two halves for large blocks. On XLA:CPU this
+  avoids im2col's nine-way channel concatenation, whose copy kernel was
+  the largest single cost of a DIP step (``benchmarks/dip_breakdown.py``);
+  for 1x1 kernels the written-out kernel gradient keeps XLA from writing
+  an operand transposed inside the fusion that computes it (13.6 ms of a
+  238 ms DIP step at 128 channels).
   The same function as :func:`conv_im2col` up to float rounding; reverse
   mode only (``PadConv(impl="im2col")`` for ``jax.jvp``).
   """
@@ -199,15 +200,15 @@ def _conv_taps_bwd(res, g):
   top = (kh - 1) * w + kw - 1
   gq = jnp.pad(gq.reshape(p, cout), ((top, 0), (0, 0)))
   # A long contraction into a small (cin, cout) block: split it in two
-  # halves summed after (4-6 % of a 128-channel DIP step on XLA:CPU; no
+  # halves summed after (3-6 % of a 128-channel DIP step on XLA:CPU; no
   # change at 32 channels, where the blocks are too small to pay).
-  k = 2 if p % 2 == 0 and p >= _SPLIT_MIN_ROWS and cin * cout >= _SPLIT_MIN_BLOCK else 1
+  big = p >= _SPLIT_MIN_ROWS and cin * cout >= _SPLIT_MIN_BLOCK
+  k = 2 if big and p % 2 == 0 else 1
   xs = x.reshape(k, p // k, cin)
-  dk = jnp.stack([
-      jnp.einsum("kpc,kpo->kco", xs,   # not "->co": one contraction is slow
-                 gq[top - i * w - j:top - i * w - j + p].reshape(k, p // k, cout)
-                 ).sum(0)
-      for i in range(kh) for j in range(kw)])
+  shifted = lambda o: gq[top - o:top - o + p].reshape(k, p // k, cout)
+  # "kpc,kpo->kco" then a sum: "->co" in one contraction is slower
+  dk = jnp.stack([jnp.einsum("kpc,kpo->kco", xs, shifted(i * w + j)).sum(0)
+                  for i in range(kh) for j in range(kw)])
   return dx, dk.reshape(kernel.shape)
 
 
