@@ -13,7 +13,7 @@ the layer it computes), on the PyTorch side as many iterations under
 the same kinds of layer and printed as ms per iteration beside the wall
 time of the step (best of ``--repeats`` timed runs). Writes JSON.
 
-The JAX convolutions on CPU are matmuls per kernel tap
+The JAX convolutions on CPU are matmuls per kernel row of taps
 (:func:`dncf_jax.nets.conv_taps`) or im2col (stride 2), so their
 time splits into the matmuls and the data movement around them
 (reflection padding, shifting and summing the taps, patches for im2col);
