@@ -1,6 +1,9 @@
 """Reading images and masks, and the benchmark inputs of ``BENCHMARKS.md``.
 
-Reading only: nothing here writes files or prints.
+Reading only: nothing here writes files or prints. Where the data is read
+from, when no folder is given: :func:`default_data_dir` and
+:func:`default_models_dir`; ``python -m experiments.fetch_data`` downloads
+the files there (``data_manifest.json`` lists them).
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ def _dip(data_dir: str, name: str) -> str:
   path = os.path.join(data_dir, "dip", name)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"benchmark image {path} is missing: point data_dir at the shared "
-        "data folder (../shared/data)")
+        f"benchmark image {path} is missing: run `python -m "
+        "experiments.fetch_data --only=dip`, or point the data folder "
+        f"(--data_dir, ${DATA_ENV}) at one that has dip/")
   return path
 
 
@@ -140,8 +144,10 @@ def set5_inputs(task: str, data_dir: str,
                  if f.lower().endswith(IMAGE_EXTENSIONS)) if os.path.isdir(
                      folder) else []
   if not files:
-    raise FileNotFoundError(f"no images in {folder}: point data_dir at the "
-                            "shared data folder (../shared/data)")
+    raise FileNotFoundError(
+        f"no images in {folder}: run `python -m experiments.fetch_data "
+        f"--only=cset5`, or point the data folder (--data_dir, ${DATA_ENV}) "
+        "at one that has cset5/")
   out = []
   for i, f in enumerate(files):
     im = _open(os.path.join(folder, f)).convert("RGB")
@@ -159,15 +165,43 @@ def set5_inputs(task: str, data_dir: str,
   return out
 
 
-def default_data_dir() -> str:
-  """``../shared/data`` relative to the repository root."""
+DATA_ENV = "DNCF_DATA"
+MODELS_ENV = "DNCF_MODELS"
+CACHE_DIR = os.path.join("~", ".cache", "dncf_jax")
+
+
+def _default_dir(kind: str, env: str) -> str:
+  if os.environ.get(env):
+    return os.path.abspath(os.path.expanduser(os.environ[env]))
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return os.path.normpath(os.path.join(root, "..", "shared", "data"))
+  shared = os.path.normpath(os.path.join(root, "..", "shared", kind))
+  if os.path.isdir(shared):
+    return shared
+  return os.path.abspath(os.path.expanduser(os.path.join(CACHE_DIR, kind)))
+
+
+def default_data_dir() -> str:
+  """The data folder when none is given: ``$DNCF_DATA``; else
+  ``../shared/data`` beside the repository, when it exists; else
+  ``~/.cache/dncf_jax/data`` (where ``experiments.fetch_data`` puts it)."""
+  return _default_dir("data", DATA_ENV)
 
 
 def default_models_dir() -> str:
-  """``../shared/models`` relative to the repository root."""
-  return os.path.join(os.path.dirname(default_data_dir()), "models")
+  """The model folder when none is given: ``$DNCF_MODELS``; else
+  ``../shared/models`` beside the repository, when it exists; else
+  ``~/.cache/dncf_jax/models``."""
+  return _default_dir("models", MODELS_ENV)
+
+
+def data_dir(flag: Optional[str] = None) -> str:
+  """``flag`` when given (a command's ``--data_dir``), else :func:`default_data_dir`."""
+  return os.path.abspath(os.path.expanduser(flag)) if flag else default_data_dir()
+
+
+def models_dir(flag: Optional[str] = None) -> str:
+  """``flag`` when given, else :func:`default_models_dir`."""
+  return os.path.abspath(os.path.expanduser(flag)) if flag else default_models_dir()
 
 
 def load_cifar10_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -175,8 +209,9 @@ def load_cifar10_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   path = os.path.join(data_dir, "cifar10", "cifar10_test_2000.npz")
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"{path} is missing: point data_dir at the shared data folder "
-        "(../shared/data)")
+        f"{path} is missing: run `python -m experiments.fetch_data "
+        f"--only=cifar10`, or point the data folder (--data_dir, ${DATA_ENV}) "
+        "at one that has cifar10/")
   with np.load(path) as f:
     return from_uint8(f["images"]), np.asarray(f["labels"], np.int32)
 
