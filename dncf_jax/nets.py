@@ -9,6 +9,12 @@ Normalisation is batch normalisation with the statistics of the current
 batch (DIP runs its nets in train mode throughout; with one image the
 statistics are over its pixels). It has a learned scale and bias and no
 running averages, so parameters are the only state.
+
+Differentiation: the defaults (``conv="auto"``, which is ``taps`` on CPU,
+and :func:`batch_norm`) are reverse mode only, for speed. A net built with
+``conv="xla"`` or ``conv="im2col"`` and ``norm_autodiff=True`` is
+differentiable in forward mode too (``jax.jvp``, ``jax.jacfwd``,
+``jax.hessian``).
 """
 
 from __future__ import annotations
@@ -177,7 +183,7 @@ def conv_taps(x: Array, kernel: Array) -> Array:
   an operand transposed inside the fusion that computes it (13.6 ms of a
   238 ms DIP step at 128 channels).
   The same function as :func:`conv_im2col` up to float rounding; reverse
-  mode only (``PadConv(impl="im2col")`` for ``jax.jvp``).
+  mode only (``PadConv(impl="im2col")`` or ``"xla"`` for ``jax.jvp``).
   """
   return _tap_sum(x, kernel)
 
@@ -215,13 +221,33 @@ def _conv_taps_bwd(res, g):
 conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 
 
+CONV_IMPLS = ("auto", "taps", "im2col", "xla")
+
+
+def check_conv(impl: str) -> str:
+  """Returns ``impl`` if it names a convolution implementation, else raises."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"unknown convolution impl {impl!r}; use auto, taps, "
+                     "im2col or xla")
+  return impl
+
+
+def resolve_conv(impl: str) -> str:
+  """The implementation ``impl`` stands for on the default backend
+  (``auto``: ``taps`` on CPU, ``xla`` elsewhere)."""
+  if check_conv(impl) == "auto":
+    return "taps" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
 class PadConv(nn.Module):
   """A convolution with explicit reflection (or zero) padding, as DIP's ``conv``.
 
   ``impl``: ``taps`` (:func:`conv_taps` for stride 1, :func:`conv_im2col`
-  for stride 2; fastest on CPU, reverse mode only), ``im2col`` (all
-  :func:`conv_im2col`; forward mode works), ``xla`` (``lax.conv``, best
-  on GPU) or ``auto`` (taps on CPU, xla elsewhere).
+  for stride 2; fastest on CPU, reverse mode only: ``jax.jvp`` raises a
+  ``TypeError`` about a ``custom_vjp`` function), ``im2col`` (all
+  :func:`conv_im2col`), ``xla`` (``lax.conv``, best on GPU) or ``auto``
+  (taps on CPU, xla elsewhere). ``im2col`` and ``xla`` have forward mode.
   """
 
   features: int
@@ -239,20 +265,15 @@ class PadConv(nn.Module):
       x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=mode)
     k = self.param("kernel", nn.initializers.lecun_normal(),
                    (self.kernel, self.kernel, x.shape[-1], self.features))
-    impl = self.impl
-    if impl == "auto":
-      impl = "taps" if jax.default_backend() == "cpu" else "xla"
+    impl = resolve_conv(self.impl)
     if impl == "taps" and self.stride == 1:
       out = conv_taps(x, k)
     elif impl in ("taps", "im2col"):
       out = conv_im2col(x, k, self.stride)
-    elif impl == "xla":
+    else:
       out = jax.lax.conv_general_dilated(
           x, k, (self.stride, self.stride), "VALID",
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    else:
-      raise ValueError(f"unknown convolution impl {impl!r}; use auto, taps, "
-                       "im2col or xla")
     if self.use_bias:
       out = out + self.param("bias", nn.initializers.zeros, (self.features,))
     return out
@@ -323,6 +344,11 @@ class Skip(nn.Module):
   ``features(x)`` returns the tensor entering the last block (the
   concatenation at the finest scale, Eq. 13) and ``head(f)`` the rest, so
   that ``head(features(x)) == __call__(x)``.
+
+  ``conv``: every convolution's ``PadConv.impl``; ``norm_autodiff``:
+  ``BatchStatNorm.autodiff``. The defaults are reverse mode only;
+  ``conv="xla"`` (or ``"im2col"``) with ``norm_autodiff=True`` gives a
+  net that ``jax.jvp`` and ``jax.hessian`` go through (slower on CPU).
   """
 
   spec: SkipSpec = SkipSpec()
@@ -332,6 +358,8 @@ class Skip(nn.Module):
   need_sigmoid: bool = True
   need1x1_up: bool = True
   negative_slope: float = 0.2
+  conv: str = "auto"
+  norm_autodiff: bool = False
 
   def _act(self, x):
     return nn.leaky_relu(x, self.negative_slope)
@@ -339,8 +367,9 @@ class Skip(nn.Module):
   def _block(self, x, counter, name, features, kernel, stride=1):
     idx = counter[0]
     counter[0] += 1
-    x = PadConv(features, kernel, stride, self.pad, name=f"conv_{idx:02d}")(x)
-    x = BatchStatNorm(name=f"bn_{idx:02d}")(x)
+    x = PadConv(features, kernel, stride, self.pad, impl=self.conv,
+                name=f"conv_{idx:02d}")(x)
+    x = BatchStatNorm(autodiff=self.norm_autodiff, name=f"bn_{idx:02d}")(x)
     return self._act(x)
 
   def _level(self, x, i, counter):
@@ -361,7 +390,7 @@ class Skip(nn.Module):
 
   def _up(self, h, i, counter):
     s = self.spec
-    h = BatchStatNorm(name=f"bn_cat_{i}")(h)
+    h = BatchStatNorm(autodiff=self.norm_autodiff, name=f"bn_cat_{i}")(h)
     h = self._block(h, counter, "up", s.channels_up[i], 3)
     if self.need1x1_up:
       h = self._block(h, counter, "up", s.channels_up[i], 1)
@@ -383,7 +412,7 @@ class Skip(nn.Module):
         return h[0] if squeeze else h
     h = self._up(h, 0, counter)
     idx = counter[0]
-    out = PadConv(self.out_channels, 1, 1, self.pad,
+    out = PadConv(self.out_channels, 1, 1, self.pad, impl=self.conv,
                   name=f"conv_{idx:02d}")(h)
     if self.need_sigmoid:
       out = nn.sigmoid(out)
@@ -420,6 +449,9 @@ class SmallConvNet(nn.Module):
   hidden convolutions and an optional sigmoid. Without normalisation and
   sigmoid, non-negative weights in ``conv_01`` and ``conv_02`` make it
   convex in its input (LeakyReLU is convex and non-decreasing).
+
+  ``conv`` and ``norm_autodiff`` as in :class:`Skip`: forward mode needs
+  ``conv="xla"`` or ``"im2col"`` and, with ``norm``, ``norm_autodiff=True``.
   """
 
   channels: int = 32
@@ -428,6 +460,8 @@ class SmallConvNet(nn.Module):
   need_sigmoid: bool = True
   pad: str = "reflection"
   negative_slope: float = 0.2
+  conv: str = "auto"
+  norm_autodiff: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -435,11 +469,13 @@ class SmallConvNet(nn.Module):
     if squeeze:
       x = x[None]
     for i in range(2):
-      x = PadConv(self.channels, 3, 1, self.pad, name=f"conv_{i:02d}")(x)
+      x = PadConv(self.channels, 3, 1, self.pad, impl=self.conv,
+                  name=f"conv_{i:02d}")(x)
       if self.norm:
-        x = BatchStatNorm(name=f"bn_{i:02d}")(x)
+        x = BatchStatNorm(autodiff=self.norm_autodiff, name=f"bn_{i:02d}")(x)
       x = nn.leaky_relu(x, self.negative_slope)
-    x = PadConv(self.out_channels, 3, 1, self.pad, name="conv_02")(x)
+    x = PadConv(self.out_channels, 3, 1, self.pad, impl=self.conv,
+                name="conv_02")(x)
     if self.need_sigmoid:
       x = nn.sigmoid(x)
     return x[0] if squeeze else x
@@ -456,8 +492,11 @@ def conv_layer_names(params) -> list[str]:
 
 def skip_for(channels: int = 32, scales: int = 5, skip_channels: int = 4,
              upsample: str = "bilinear", need_sigmoid: bool = True,
-             out_channels: int = 3) -> Skip:
-  """A uniform-width skip net (DNCF: 32 channels; DIP: 128)."""
+             out_channels: int = 3, *, conv: str = "auto",
+             norm_autodiff: bool = False) -> Skip:
+  """A uniform-width skip net (DNCF: 32 channels; DIP: 128); ``conv`` and
+  ``norm_autodiff`` as in :class:`Skip`."""
   return Skip(SkipSpec.uniform(channels, scales, skip_channels),
               out_channels=out_channels, upsample=upsample,
-              need_sigmoid=need_sigmoid)
+              need_sigmoid=need_sigmoid, conv=check_conv(conv),
+              norm_autodiff=norm_autodiff)

@@ -14,20 +14,36 @@ Every task is one small frozen dataclass with
   to have :mod:`dncf_jax.select` estimate it.
 
 A new task is a new class here; the solver is shared.
+
+Tasks are pytrees (``flax.struct`` dataclasses): the arrays (``mask``,
+``flash``, ``psf``) are leaves and every other field is static. A task
+passed as an argument to a jitted function therefore has its arrays
+traced, so one compiled program serves every mask (flash image, PSF) of a
+shape. Tasks of one class, one array shape and equal static fields stack
+into one task with a leading batch axis on its arrays,
+``jax.tree_util.tree_map(lambda *a: jnp.stack(a), *tasks)``, which
+``jax.vmap`` maps over like any other batched argument. The methods
+accept the arrays as given (NumPy or JAX, a mask 2-D or 3-D) and convert
+them with ``jnp.asarray``; ``validate`` checks their values only where
+they are concrete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from dncf_jax import filters
 
 Array = jax.Array
+
+
+def _traced(x) -> bool:
+  return isinstance(x, jax.core.Tracer)
 
 
 def check_image(x, name: str = "observation") -> None:
@@ -42,7 +58,7 @@ def check_image(x, name: str = "observation") -> None:
         f"channels (shape {shape}); is it channels-first?")
   if shape[0] < 2 or shape[1] < 2:
     raise ValueError(f"{name} is too small: {shape}")
-  if isinstance(x, jax.core.Tracer):
+  if _traced(x):
     return
   arr = np.asarray(x)
   if not np.issubdtype(arr.dtype, np.floating):
@@ -75,12 +91,17 @@ class _Identity:
     return jnp.ones_like(obs)
 
 
-@dataclasses.dataclass(frozen=True)
+def _static(default):
+  """A static (non-pytree) field: part of the compiled program, not traced."""
+  return struct.field(pytree_node=False, default=default)
+
+
+@struct.dataclass
 class Denoise(_Identity):
   """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``."""
 
-  rho: float = 1.0
-  noise_sigma: Optional[float] = None
+  rho: float = _static(1.0)
+  noise_sigma: Optional[float] = _static(None)
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
@@ -89,7 +110,7 @@ class Denoise(_Identity):
     return filters.gaussian_blur(obs, self.rho)
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class SuperResolution:
   """``A`` = antialiased downsampling by ``factor`` (as ``PIL.Image.resize``).
 
@@ -97,10 +118,10 @@ class SuperResolution:
   smoothed by ``rho``.
   """
 
-  factor: int = 4
-  kernel: str = "lanczos"
-  rho: float = 0.0
-  noise_sigma: Optional[float] = 0.0
+  factor: int = _static(4)
+  kernel: str = _static("lanczos")
+  rho: float = _static(0.0)
+  noise_sigma: Optional[float] = _static(0.0)
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
@@ -138,13 +159,16 @@ class SuperResolution:
     return filters.gaussian_blur(up, self.rho)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@struct.dataclass(eq=False)
 class Inpaint:
-  """``A`` = the mask (1 = known pixel); ``G`` = a smooth fill of the holes."""
+  """``A`` = the mask (1 = known pixel); ``G`` = a smooth fill of the holes.
 
-  mask: Array = None
-  fill_iterations: int = 400
-  noise_sigma: Optional[float] = 0.0
+  ``mask``: (H, W) or (H, W, 1 or C), broadcast over the channels.
+  """
+
+  mask: Optional[Array] = None
+  fill_iterations: int = _static(400)
+  noise_sigma: Optional[float] = _static(0.0)
 
   def _mask(self, shape) -> Array:
     m = jnp.asarray(self.mask, jnp.float32)
@@ -156,16 +180,18 @@ class Inpaint:
     check_image(obs)
     if self.mask is None:
       raise ValueError("inpainting needs a mask (1 = known pixel)")
-    m = np.asarray(self.mask)
-    if m.ndim not in (2, 3) or m.shape[:2] != tuple(obs.shape[:2]) or (
-        m.ndim == 3 and m.shape[2] not in (1, obs.shape[2])):
+    shape = tuple(np.shape(self.mask))
+    if len(shape) not in (2, 3) or shape[:2] != tuple(obs.shape[:2]) or (
+        len(shape) == 3 and shape[2] not in (1, obs.shape[2])):
       raise ValueError(
-          f"the mask has shape {m.shape} but the observation is "
+          f"the mask has shape {shape} but the observation is "
           f"{tuple(obs.shape)}: they must have the same height and width")
+    if _traced(self.mask):
+      return
+    m = np.asarray(self.mask)
     if not np.all(np.isfinite(m)):
       raise ValueError("the mask contains NaN or infinite values")
-    frac = float(np.mean(m > 0.5))
-    if frac == 0.0:
+    if not np.any(m > 0.5):
       raise ValueError("the mask has no known pixel (all zero)")
 
   def scene_shape(self, obs_shape):
@@ -182,7 +208,7 @@ class Inpaint:
                                self.fill_iterations)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@struct.dataclass(eq=False)
 class FlashNoFlash(_Identity):
   """Flash / no-flash (L_flash): fit the no-flash image ``obs``.
 
@@ -190,9 +216,9 @@ class FlashNoFlash(_Identity):
   carries the flash image's detail with the no-flash colours.
   """
 
-  flash: Array = None
-  rho: float = 1.0
-  noise_sigma: Optional[float] = 0.0
+  flash: Optional[Array] = None
+  rho: float = _static(1.0)
+  noise_sigma: Optional[float] = _static(0.0)
 
   def validate(self, obs: Array) -> None:
     check_image(obs, "no-flash image")
@@ -208,25 +234,32 @@ class FlashNoFlash(_Identity):
     return filters.gaussian_blur(jnp.asarray(self.flash, obs.dtype), self.rho)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@struct.dataclass(eq=False)
 class Deblur:
-  """Non-blind deblurring (Eq. 3 with a known PSF): ``A(x) = x * K``."""
+  """Non-blind deblurring (Eq. 3 with a known PSF): ``A(x) = x * K``.
 
-  psf: Array = None
-  noise_sigma: Optional[float] = None
+  ``psf``: a 2-D array of odd sides, normalised by its sum in ``forward``;
+  the image is reflected at its borders (``jnp.pad(..., "reflect")``).
+  """
+
+  psf: Optional[Array] = None
+  noise_sigma: Optional[float] = _static(None)
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
     if self.psf is None:
       raise ValueError("deblurring needs the point spread function `psf`")
+    shape = tuple(np.shape(self.psf))
+    if len(shape) != 2 or shape[0] % 2 == 0 or shape[1] % 2 == 0:
+      raise ValueError(f"the PSF must be a 2-D array of odd sides, got {shape}")
+    if shape[0] >= obs.shape[0] or shape[1] >= obs.shape[1]:
+      raise ValueError(f"the PSF {shape} is larger than the image "
+                       f"{tuple(obs.shape[:2])}")
+    if _traced(self.psf):
+      return
     k = np.asarray(self.psf)
-    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
-      raise ValueError(f"the PSF must be a 2-D array of odd sides, got {k.shape}")
     if not np.all(np.isfinite(k)) or abs(k.sum()) < 1e-8:
       raise ValueError("the PSF must be finite with a non-zero sum")
-    if k.shape[0] >= obs.shape[0] or k.shape[1] >= obs.shape[1]:
-      raise ValueError(f"the PSF {k.shape} is larger than the image "
-                       f"{tuple(obs.shape[:2])}")
 
   def scene_shape(self, obs_shape):
     return tuple(obs_shape)
@@ -235,11 +268,16 @@ class Deblur:
     k = jnp.asarray(self.psf, x.dtype)
     k = k / jnp.sum(k)
     rh, rw = k.shape[0] // 2, k.shape[1] // 2
+    c = x.shape[-1]
     xp = jnp.pad(x, ((rh, rh), (rw, rw), (0, 0)), mode="reflect")
-    h, w = x.shape[0], x.shape[1]
-    # Convolution (flipped kernel) as a sum of shifted copies.
-    return sum(k[k.shape[0] - 1 - i, k.shape[1] - 1 - j] * xp[i:i + h, j:j + w]
-               for i in range(k.shape[0]) for j in range(k.shape[1]))
+    # A true convolution: lax.conv correlates, so the kernel is flipped;
+    # one filter per channel (depthwise).
+    kc = jnp.broadcast_to(k[::-1, ::-1, None, None], k.shape + (1, c))
+    y = jax.lax.conv_general_dilated(
+        xp[None], kc, (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
+        precision=jax.lax.Precision.HIGHEST)
+    return y[0]
 
   def weights(self, obs: Array) -> Array:
     return jnp.ones_like(obs)

@@ -120,3 +120,91 @@ def test_pad_conv_impls_agree_and_bad_impl_is_named():
     np.testing.assert_allclose(a, b, atol=1e-5)
   with pytest.raises(ValueError, match="unknown convolution impl 'fft'"):
     nets.PadConv(5, impl="fft").init(jax.random.key(1), x)
+
+
+def _tiny_skip(conv, norm_autodiff=False):
+  return nets.skip_for(8, 2, 2, conv=conv, norm_autodiff=norm_autodiff)
+
+
+def test_skip_conv_impls_agree_in_output_and_parameter_gradients():
+  """One set of parameters through ``skip_for(..., conv=c)`` for every
+  implementation: the same outputs and parameter gradients (float32)."""
+  x = jax.random.uniform(jax.random.key(0), (16, 16, 3))
+  w = jax.random.normal(jax.random.key(1), (16, 16, 3))
+  p = _tiny_skip("xla").init(jax.random.key(2), x)
+  outs, grads = {}, {}
+  for conv in ("taps", "im2col", "xla"):
+    net = _tiny_skip(conv)
+    assert net.conv == conv
+    loss = lambda q: jnp.vdot(w, net.apply(q, x))
+    outs[conv] = net.apply(p, x)
+    grads[conv] = jax.grad(loss)(p)
+  for conv in ("im2col", "xla"):
+    np.testing.assert_allclose(outs[conv], outs["taps"], atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(grads[conv]),
+                    jax.tree_util.tree_leaves(grads["taps"])):
+      np.testing.assert_allclose(a, b, atol=1e-4 * max(np.abs(b).max(), 1.0))
+
+
+def test_small_conv_net_passes_conv_and_norm_autodiff_on():
+  x = jax.random.uniform(jax.random.key(0), (9, 7, 3))
+  net = nets.SmallConvNet(channels=4, conv="im2col", norm_autodiff=True)
+  p = net.init(jax.random.key(1), x)
+  np.testing.assert_allclose(net.apply(p, x),
+                             nets.SmallConvNet(channels=4).apply(p, x),
+                             atol=1e-5)
+  v = jax.random.normal(jax.random.key(2), x.shape)
+  f = lambda a: jnp.sum(net.apply(p, a) ** 2)
+  _, d = jax.jvp(f, (x,), (v,))
+  np.testing.assert_allclose(d, jnp.vdot(jax.grad(f)(x), v), rtol=1e-4)
+
+
+@pytest.mark.parametrize("conv", ["xla", "im2col"])
+def test_skip_forward_mode_with_xla_or_im2col_and_autodiff_norm(conv):
+  """``jax.jvp`` through the whole net (input and parameters) against the
+  reverse-mode gradient of the default net, and against a central finite
+  difference in float64."""
+  x = jax.random.uniform(jax.random.key(0), (16, 16, 3))
+  v = jax.random.normal(jax.random.key(1), x.shape)
+  net = _tiny_skip(conv, norm_autodiff=True)
+  p = net.init(jax.random.key(2), x)
+  vp = jax.tree_util.tree_map(
+      lambda a: jax.random.normal(jax.random.key(3), a.shape), p)
+  f = lambda m: lambda q, a: jnp.sum(jnp.sin(3 * m.apply(q, a)))
+  _, d = jax.jvp(f(net), (p, x), (vp, v))
+  gp, gx = jax.grad(f(_tiny_skip("taps")), (0, 1))(p, x)
+  want = jnp.vdot(gx, v) + sum(
+      jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(gp),
+                                     jax.tree_util.tree_leaves(vp)))
+  np.testing.assert_allclose(d, want, rtol=1e-3)
+  with jax.enable_x64():
+    to64 = lambda t: jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, jnp.float64), t)
+    p64, x64, v64 = to64(p), to64(x), to64(v)
+    g = lambda a: f(net)(p64, a)
+    _, d64 = jax.jvp(g, (x64,), (v64,))
+    eps = 1e-5
+    fd = (g(x64 + eps * v64) - g(x64 - eps * v64)) / (2 * eps)
+    np.testing.assert_allclose(d64, fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("conv,norm_autodiff", [("taps", True),
+                                                ("xla", False)])
+def test_forward_mode_through_reverse_only_parts_raises(conv, norm_autodiff):
+  """``conv="taps"`` and the default batch norm are ``custom_vjp``
+  functions: JAX refuses ``jax.jvp`` through them, naming both."""
+  x = jax.random.uniform(jax.random.key(0), (16, 16, 3))
+  net = _tiny_skip(conv, norm_autodiff)
+  p = net.init(jax.random.key(1), x)
+  with pytest.raises(TypeError, match="forward-mode.*custom_vjp"):
+    jax.jvp(lambda a: net.apply(p, a), (x,), (x,))
+
+
+def test_bad_conv_name_is_named():
+  x = jnp.zeros((16, 16, 3))
+  with pytest.raises(ValueError, match="unknown convolution impl 'fft'"):
+    nets.skip_for(8, 2, 2, conv="fft")
+  with pytest.raises(ValueError, match="unknown convolution impl 'fft'"):
+    nets.SmallConvNet(4, conv="fft").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="unknown convolution impl 'fft'"):
+    nets.check_conv("fft")
