@@ -42,7 +42,7 @@ class InferenceBN(nn.Module):
 
 def _conv(features: int, stride: int, impl: str, name: str) -> PadConv:
   if impl == "auto" and jax.default_backend() == "cpu":
-    impl = "im2col"   # on 32x32 batches 6-10 % faster in the attacks than taps
+    impl = "im2col"   # the faster of im2col and taps on 32x32 attack batches
   return PadConv(features, 3, stride, pad="zero", use_bias=False, impl=impl,
                  name=name)
 
@@ -71,9 +71,9 @@ class CifarResNet(nn.Module):
 
   ``impl`` picks the convolution (see :class:`dncf_jax.nets.PadConv`):
   ``auto`` is im2col on CPU, where ``lax.conv`` gradients are slow inside
-  the attack loops (and ``taps``, the nets' CPU default, was 6-10 % slower
-  on BIM and PGD: ``benchmarks/attacks_resnet20.py --impl``), and
-  ``lax.conv`` elsewhere.
+  the attack loops (``taps``, the nets' CPU default, is the slower of the
+  two on these small images: ``benchmarks/attacks_resnet20.py --impl``
+  compares them), and ``lax.conv`` elsewhere.
   """
 
   blocks: Sequence[int] = (3, 3, 3)
