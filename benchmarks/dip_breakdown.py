@@ -103,17 +103,16 @@ def best_of(fn, repeats: int) -> float:
 
 def run_jax(noisy: np.ndarray, cfg, steps: int, repeats: int) -> dict:
   import jax
-  import optax
-  from dncf_jax import physics, solver
+  from dncf_jax import engine, physics
   from dncf_jax.baselines import dip
-  task = physics.Denoise()
-  s = dip.setup(noisy, task, cfg, jax.random.key(cfg.seed), None)
-  opt = optax.adam(cfg.learning_rate)
-  run = dip.scan_chunk(dip.dip_step(s, task, cfg, opt), steps)
-  state = dip.initial_state(s, opt)
-  stop = np.int32(np.iinfo(np.int32).max)
-  compiled, compile_s = solver.compile_timed(run, state, stop)
-  call = lambda: jax.block_until_ready(compiled(state, stop))
+  method = dip.DIP(cfg, tuple(noisy.shape))
+  state, inp = jax.jit(method.init)(noisy, physics.Denoise(),
+                                    jax.random.key(cfg.seed))
+  # The steps alone (no checkpoint), as torch_step times them.
+  run = lambda st, inp: jax.lax.scan(lambda s, _: method.step(s, inp), st,
+                                     None, length=steps)
+  compiled, compile_s = engine.compile_timed(run, state, inp)
+  call = lambda: jax.block_until_ready(compiled(state, inp))
   call()
   wall = best_of(call, repeats) / steps
   names = op_names(compiled.as_text())
@@ -164,7 +163,7 @@ def main(argv):
              if FLAGS.reference_dir else None)
   prof, noisy, _, cfg = ref.denoise_case(0)
   m = machine()
-  print(f"DIP step, denoise {noisy.shape}, {cfg.channels} channels; "
+  print(f"DIP step, denoise {noisy.shape}, {cfg.net.channels} channels; "
         f"{describe(m)}", flush=True)
   sides = dict(jax=run_jax(noisy, cfg, FLAGS.steps, FLAGS.repeats))
   if get_net is not None:
@@ -180,7 +179,7 @@ def main(argv):
   print(f"{'wall (best of ' + str(FLAGS.repeats) + ')':<36}"
         + "".join(f"{sides[c]['ms_per_iteration']:10.1f}" for c in cols))
   result = dict(benchmark="dip_breakdown", profile=prof.name,
-                image=list(noisy.shape), channels=cfg.channels,
+                image=list(noisy.shape), channels=cfg.net.channels,
                 steps=FLAGS.steps, argv=sys.argv[1:], machine=m, sides=sides)
   if "torch" in sides:
     result["torch_over_jax"] = (sides["torch"]["ms_per_iteration"]

@@ -27,7 +27,6 @@ checkpoints included; JAX's compile apart), parameter count. Writes JSON.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -81,9 +80,9 @@ def denoise_case(seed: int, **overrides):
   inputs = tr.task_input("denoise", prof, shared_data_dir(FLAGS.data_dir))
   noisy = np.asarray(inputs["observation"], np.float32)
   gt = np.asarray(inputs["ground_truth"], np.float32)
-  cfg = dataclasses.replace(tr.net_config("dip", "denoise", prof, seed),
-                            channels=FLAGS.channels, **overrides)
-  if cfg.input_kind != "noise" or cfg.upsample != "bilinear":
+  cfg = tr.net_config("dip", "denoise", prof, seed).replace(
+      channels=FLAGS.channels, **overrides)
+  if cfg.input_kind != "noise" or cfg.net.upsample != "bilinear":
     raise ValueError(f"the denoise preset changed ({cfg}); this benchmark "
                      "transcribes the notebook's noise/bilinear setting")
   return prof, noisy, gt, cfg
@@ -129,9 +128,9 @@ def torch_step(get_net, noisy: np.ndarray, cfg) -> TorchStep:
   torch.manual_seed(cfg.seed)
   torch.backends.cudnn.benchmark = True
   net = get_net(cfg.input_depth, "skip", "reflection",
-                skip_n33d=cfg.channels, skip_n33u=cfg.channels,
-                skip_n11=cfg.skip_channels, num_scales=cfg.scales,
-                upsample_mode=cfg.upsample).to(dev)
+                skip_n33d=cfg.net.channels, skip_n33u=cfg.net.channels,
+                skip_n11=cfg.net.skip_channels, num_scales=cfg.net.scales,
+                upsample_mode=cfg.net.upsample).to(dev)
   h, w = noisy.shape[:2]
   z = (torch.rand(1, cfg.input_depth, h, w) * cfg.input_scale).to(dev)
   target = torch.from_numpy(np.ascontiguousarray(
@@ -251,8 +250,8 @@ def main(argv):
   result = dict(benchmark="dip_reference", profile=prof.name,
                 image=list(noisy.shape), argv=sys.argv[1:],
                 machine=machine(),
-                config=dataclasses.asdict(cfg), sides={})
-  print(f"denoise {noisy.shape}, {cfg.channels} channels, {cfg.iterations} "
+                config=cfg.flat(), sides={})
+  print(f"denoise {noisy.shape}, {cfg.net.channels} channels, {cfg.iterations} "
         f"iterations, device {jax.devices()[0].device_kind}", flush=True)
   for side in sides:
     r = (run_torch(get_net, noisy, gt, cfg) if side == "torch"

@@ -13,7 +13,6 @@ with both curves. Uses the ground truth for scoring only.
 
 from __future__ import annotations
 
-import dataclasses
 
 from absl import flags
 
@@ -42,16 +41,16 @@ def main(argv):
   task = tr.make_physics("denoise", inputs, tr.task_flags("denoise", prof))
   out = dict(device=jax.devices()[0].device_kind, runs={})
   for seed in range(FLAGS.seeds):
-    cfg = dataclasses.replace(tr.dncf_config("denoise", prof, seed),
-                              early_stop=False, iterations=FLAGS.iterations)
+    cfg = tr.dncf_config("denoise", prof, seed).replace(
+        early_stop=False, iterations=FLAGS.iterations)
     r = dn.restore(inputs["observation"], task, cfg, jax.random.key(cfg.seed),
                    reference=inputs["ground_truth"])
     its = r.history["checkpoint_iteration"]
     ratio = r.history["checkpoint_residual"][:, select.EMA] / (
-        cfg.tau * r.noise_sigma ** 2)
+        cfg.select.tau * r.noise_sigma ** 2)
     psnr = r.history["checkpoint_psnr"][:, select.EMA]
     summary = stop_and_peak(its, ratio, psnr)
-    out["runs"][seed] = dict(summary, sigma=r.noise_sigma, tau=cfg.tau,
+    out["runs"][seed] = dict(summary, sigma=r.noise_sigma, tau=cfg.select.tau,
                              iteration=its.tolist(), ratio=ratio.tolist(),
                              psnr=psnr.tolist())
     stop = ("never" if summary["stop_iteration"] is None else

@@ -97,7 +97,7 @@ def run_method(method: str, task: str, prof, inputs: dict, task_obj) -> dict:
       blind_iteration=int(r.chosen_iteration),
       blind_seconds=float(curve[pos[0], 1]) if pos.size else r.seconds,
       peak_rss_mb=peak_rss_mb(),
-      config=dataclasses.asdict(cfg))
+      config=cfg.flat())
 
 
 def compare(dncf: dict, dip: dict) -> dict:

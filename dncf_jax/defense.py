@@ -9,8 +9,8 @@ For each attacked image ``I_adv`` DNCF fits the small 3-conv net
 perturbation of std ``epsilon``, ``R`` the penalty of Eqs. 6-7 on the
 upper convolutions with the gamma/4 rule of section 6). One iteration is
 an Optax step on theta, then an L-BFGS step on ``y`` with the Armijo line
-search (Eqs. 14-16; :func:`solver.y_update`). The iterations run in one
-``lax.scan``.
+search (Eqs. 14-16): DNCF's own step (:func:`solver.make_step`), run by the
+engine's chunk (:func:`engine.chunk`), all iterations in one ``lax.scan``.
 
 Blind choice: the purified image is ``clip(f_theta(y), 0, 1)`` at the end
 of the fixed budget of ``iterations`` (the paper classifies
@@ -29,7 +29,7 @@ so results do not depend on the number of devices or on the batching
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dncf_jax import filters, nets, penalty, solver
+from dncf_jax import engine, filters, nets, physics, select, solver
+from dncf_jax import quasi_newton as qn
+from dncf_jax.config import (FlatConfig, PenaltyConfig, YSolverConfig, param,
+                             require)
 
 Array = jax.Array
 PyTree = Any
@@ -46,49 +49,43 @@ MODES = ("per_image", "shared")
 
 
 @dataclasses.dataclass(frozen=True)
-class DefenseConfig:
+class DefenseConfig(FlatConfig):
   """The knobs of DNCF purification (defaults: the CPU table setting)."""
 
-  iterations: int = 30        # alternating (theta, y) steps
-  beta: float = 1.0           # weight of ||G(I_adv) + eps - y||^2
-  rho: float = 1.0            # std (pixels) of the Gaussian smoothing G
-  epsilon: float = 0.03       # std of the random perturbation eps
-  lr: float = 0.03            # Adam step on theta
-  gamma: float = 1e-3         # initial penalty weight (Eq. 6), gamma/4 rule
-  mode: str = "per_image"     # per_image | shared
-  channels: int = 16          # width of the 3-conv net
-  seed: int = 0
-  norm: bool = True           # BatchStatNorm after the hidden convolutions
-  sigmoid: bool = True
-  penalty_depth: int = 1      # R covers conv_XX with XX >= depth (upper layers)
-  y_solver: str = "lbfgs"     # lbfgs | adam | none (solver.y_update)
-  y_steps: int = 1
+  iterations: int = param(30, "Alternating (theta, y) steps.")
+  beta: float = param(1.0, "Weight of ||G(I_adv) + eps - y||^2.")
+  rho: float = param(1.0, "Std (pixels) of the Gaussian smoothing G.")
+  epsilon: float = param(0.03, "Std of the random perturbation eps.")
+  lr: float = param(0.03, "Adam step on theta.")
+  gamma: float = param(1e-3, "Initial penalty weight (Eq. 6), gamma/4 rule.")
+  mode: str = param("per_image", "per_image: a net per image; shared: one "
+                    "net for the batch.", choices=MODES)
+  channels: int = param(16, "Width of the 3-conv net.")
+  seed: int = param(0, "Seed of the nets and of eps.")
+  norm: bool = param(True, "Batch-statistics normalisation after the hidden "
+                     "convolutions.")
+  sigmoid: bool = param(True, "Sigmoid on the output.")
+  penalty_depth: int = param(1, "R covers conv_XX with XX >= depth.")
+  y: YSolverConfig = YSolverConfig()
 
-  def validate(self) -> None:
-    """Raises ``ValueError`` naming the first bad field."""
-    def need(cond, msg):
-      if not cond:
-        raise ValueError(msg)
-    need(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
-    need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-    need(self.rho >= 0, f"rho must be >= 0, got {self.rho}")
-    need(self.epsilon >= 0, f"epsilon must be >= 0, got {self.epsilon}")
-    need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-    need(self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}")
-    need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
-    need(self.channels >= 1, f"channels must be >= 1, got {self.channels}")
-    need(self.y_solver in ("lbfgs", "adam", "none"),
-         f"y_solver must be lbfgs, adam or none, got {self.y_solver!r}")
-    need(self.y_steps >= 1, "y_steps must be >= 1")
+  def check(self) -> None:
+    require(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
+    require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+    require(self.rho >= 0, f"rho must be >= 0, got {self.rho}")
+    require(self.epsilon >= 0, f"epsilon must be >= 0, got {self.epsilon}")
+    require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+    require(self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}")
+    require(self.channels >= 1, f"channels must be >= 1, got {self.channels}")
+    require(self.y.solver in ("lbfgs", "adam", "none"),
+            f"y_solver must be lbfgs, adam or none, got {self.y.solver!r}")
 
   def net(self, out_channels: int = 3) -> nets.SmallConvNet:
     return nets.SmallConvNet(self.channels, out_channels, self.norm,
                              self.sigmoid)
 
-  def y_config(self) -> solver.DNCFConfig:
-    """The y-step settings in the form :func:`solver.y_update` takes."""
-    return solver.DNCFConfig(y_solver=self.y_solver, y_steps=self.y_steps,
-                             y_learning_rate=self.lr)
+  def penalty(self) -> PenaltyConfig:
+    """``R`` on the upper convolutions with the gamma/4 rule."""
+    return PenaltyConfig(gamma=self.gamma, depth=self.penalty_depth)
 
 
 # ---------------------------------------------------------------------------
@@ -96,53 +93,81 @@ class DefenseConfig:
 # ---------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupModel:
+  """``f_theta`` applied to each image of a group (``y``: (n, H, W, C))."""
+
+  net: nets.SmallConvNet
+
+  def render(self, params, y: Array) -> Array:
+    return jax.vmap(lambda im: self.net.apply(params, im))(y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Purifier:
+  """The purifier as a method of the run engine: DNCF's alternating step
+  (:func:`solver.make_step`) on a group of images sharing ``theta``; the
+  candidate is ``clip(f_theta(y), 0, 1)``."""
+
+  config: DefenseConfig
+  out_channels: int = 3
+
+  @property
+  def model(self) -> GroupModel:
+    return GroupModel(self.config.net(self.out_channels))
+
+  def _step(self, params):
+    cfg = self.config
+    opt = optax.adam(cfg.lr)
+    y_fun, step = solver.make_step(
+        self.model, solver.penalty_cover(cfg.penalty(), params), opt,
+        beta=cfg.beta, y_cfg=cfg.y, penalty_cfg=cfg.penalty())
+    return opt, y_fun, step
+
+  def init(self, images: Array, weights: Array, noise_keys: Array,
+           init_key: Array) -> tuple[solver.State, solver.Problem]:
+    """``y0 = G(I_adv) + eps``; ``weights`` (n,): 1 real, 0 padding (no part
+    in the loss, so the others' theta is unchanged)."""
+    cfg = self.config
+    anchor = jax.vmap(lambda im: filters.gaussian_blur(im, cfg.rho))(images)
+    noise = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:]))(
+        noise_keys)
+    anchor = anchor + cfg.epsilon * noise
+    w = weights[:, None, None, None]
+    prob = solver.Problem(images, w, anchor, w, jnp.zeros(()),
+                          physics.Denoise())
+    params = self.model.net.init(init_key, images[0])
+    opt, y_fun, _ = self._step(params)
+    ys = qn.init_y_state(cfg.y, lambda v, p: y_fun(v, p, prob), anchor, params,
+                         fused=cfg.y.fused)
+    state = solver.State(params, opt.init(params), anchor, ys,
+                         jnp.asarray(cfg.gamma, jnp.float32),
+                         jnp.zeros_like(images), jnp.zeros((), jnp.float32),
+                         jnp.zeros((), jnp.int32),
+                         select.init_choice(jnp.zeros((), jnp.float32)))
+    return state, prob
+
+  def step(self, state: solver.State, prob: solver.Problem):
+    return self._step(state.params)[2](state, prob)
+
+  def checkpoint(self, state: solver.State, prob: solver.Problem):
+    out = jnp.clip(self.model.render(state.params, state.y), 0.0, 1.0)
+    return state, out[None], {}, jnp.zeros((), bool)
+
+
 def _fit_group(cfg: DefenseConfig, images: Array, weights: Array,
                keys: Array, init_key: Array) -> Array:
   """Fits one theta to ``images`` (n, H, W, C); returns clip(f(y)) (n, H, W, C).
 
-  ``weights`` (n,) are 1 for real images and 0 for padding: a padded image
-  takes no part in the loss, so its theta and the others' are unchanged.
+  The run engine's chunk (:func:`engine.chunk`) of all ``iterations``,
+  traceable (so that attacks can differentiate through it with BPDA).
   """
-  net = cfg.net(images.shape[-1])
-  ycfg = cfg.y_config()
-  render = lambda params, y: jax.vmap(lambda im: net.apply(params, im))(y)
-  anchor = jax.vmap(lambda im: filters.gaussian_blur(im, cfg.rho))(images)
-  noise = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:]))(keys)
-  anchor = anchor + cfg.epsilon * noise
-  w = weights[:, None, None, None]
-  n_real = jnp.maximum(jnp.sum(weights), 1.0)
-
-  params = net.init(init_key, images[0])
-  cover = penalty.coverage_mask(params, penalty.from_depth(cfg.penalty_depth))
-  opt = optax.adam(cfg.lr)
-
-  def y_fun(y, params):  # sum of squares, as solver.make_step (Eq. 5 with G + eps)
-    d = render(params, y) - images
-    return jnp.sum(w * (d * d + cfg.beta * jnp.square(y - anchor)))
-
-  def theta_loss(params, y, gamma):
-    d = render(params, y) - images
-    data = jnp.sum(jnp.mean(d * d, axis=(1, 2, 3)) * weights) / n_real
-    reg = penalty.penalty(params, cover, gamma)
-    return data + reg, (data, reg)
-
-  def step(carry, _):
-    params, opt_state, y, ys, gamma = carry
-    (_, (data, reg)), g = jax.value_and_grad(theta_loss, has_aux=True)(
-        params, y, gamma)
-    upd, opt_state = opt.update(g, opt_state, params)
-    params = optax.apply_updates(params, upd)
-    gamma = penalty.adapt_gamma(gamma, reg, data)
-    y, ys, _, _ = solver.y_update(ycfg, y_fun, y, ys, params)
-    return (params, opt_state, y, ys, gamma), data
-
-  y0 = anchor
-  ys = solver.init_y_state(ycfg, y_fun, y0, params)
-  carry = (params, opt.init(params), y0, ys,
-           jnp.asarray(cfg.gamma, jnp.float32))
-  (params, _, y, _, _), _ = jax.lax.scan(step, carry, None,
-                                         length=cfg.iterations)
-  return jnp.clip(render(params, y), 0.0, 1.0)
+  method = Purifier(cfg, images.shape[-1])
+  state, prob = method.init(images, weights, keys, init_key)
+  carry = engine.Carry(state, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+  stop = jnp.asarray(cfg.iterations, jnp.int32)
+  _, _, _, out = engine.chunk(method, carry, prob, stop, cfg.iterations)
+  return out[0]
 
 
 def purify_fn(cfg: DefenseConfig) -> Callable[[Array, Array, Array, Array], Array]:
@@ -172,10 +197,7 @@ def purify_fn(cfg: DefenseConfig) -> Callable[[Array, Array, Array, Array], Arra
 # ---------------------------------------------------------------------------
 
 
-def batch_mesh(devices: Optional[Sequence] = None) -> Mesh:
-  """A one-axis ``Mesh`` (``"batch"``) over ``devices`` (default: all, every host)."""
-  devs = np.asarray(jax.devices() if devices is None else list(devices))
-  return Mesh(devs, ("batch",))
+batch_mesh = engine.batch_mesh
 
 
 _COMPILED: dict = {}

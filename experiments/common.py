@@ -6,7 +6,6 @@ dataclass, so a new config field is a new flag with no further code.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -49,35 +48,28 @@ flags.DEFINE_string("compilation_cache",
 flags.DEFINE_boolean("dry_run", False, "Load and check the inputs, write them "
                      "to <output_dir>/<name>_inputs.npz, and stop.")
 
-_CONFIG_HELP = "DNCFConfig field (see dncf_jax/solver.py)."
-
-
 def define_config_flags(**defaults) -> None:
-  """One flag per ``DNCFConfig`` field, with per-task default overrides."""
-  for f in dataclasses.fields(dn.DNCFConfig):
-    default = defaults.get(f.name, f.default)
-    if f.type in ("int", int):
-      flags.DEFINE_integer(f.name, default, _CONFIG_HELP)
-    elif f.type in ("float", float):
-      flags.DEFINE_float(f.name, default, _CONFIG_HELP)
+  """One flag per :class:`dncf_jax.DNCFConfig` field (its flag name and help
+  text from the field's metadata), with per-task default overrides."""
+  from dncf_jax.config import flat_fields
+  for name, f, value in flat_fields(dn.DNCFConfig()):
+    default = defaults.get(name, value)
+    text = f.metadata.get("help", name)
+    if f.metadata.get("choices"):
+      flags.DEFINE_enum(name, default, list(f.metadata["choices"]), text)
     elif f.type in ("bool", bool):
-      flags.DEFINE_boolean(f.name, default, _CONFIG_HELP)
-    elif f.name == "y_solver":
-      flags.DEFINE_enum(f.name, default, list(dn.solver.Y_SOLVERS), _CONFIG_HELP)
-    elif f.name == "theta_optimizer":
-      flags.DEFINE_enum(f.name, default, list(dn.solver.THETA_OPTIMIZERS),
-                        _CONFIG_HELP)
-    elif f.name == "norm":
-      flags.DEFINE_enum(f.name, default, ["l1", "l2"], _CONFIG_HELP)
-    elif f.name == "upsample":
-      flags.DEFINE_enum(f.name, default, ["bilinear", "nearest"], _CONFIG_HELP)
+      flags.DEFINE_boolean(name, default, text)
+    elif f.type in ("int", int):
+      flags.DEFINE_integer(name, default, text)
+    elif f.type in ("float", float):
+      flags.DEFINE_float(name, default, text)
     else:
-      flags.DEFINE_string(f.name, default, _CONFIG_HELP)
+      flags.DEFINE_string(name, default, text)
 
 
 def config_from_flags() -> dn.DNCFConfig:
-  cfg = dn.DNCFConfig(**{f.name: getattr(FLAGS, f.name)
-                         for f in dataclasses.fields(dn.DNCFConfig)})
+  cfg = dn.DNCFConfig.from_flat(**{name: getattr(FLAGS, name)
+                                   for name in dn.DNCFConfig().flat()})
   cfg.validate()
   return cfg
 
@@ -223,7 +215,7 @@ def run_and_write(name: str, observation: np.ndarray, task,
              iterations=int(len(result.history["data"])),
              iteration_budget=cfg.iterations + cfg.feature_iterations,
              mean_y_evals_per_step=float(np.mean(result.history["y_evals"])),
-             config=dataclasses.asdict(cfg), argv=sys.argv[1:])
+             config=cfg.flat(), argv=sys.argv[1:])
   panels = [observation, *extra_panels, result.image]
   if ground_truth is not None:
     out.update(metrics.scores(result.image, ground_truth))

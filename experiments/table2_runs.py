@@ -225,9 +225,10 @@ def make_physics(task: str, inputs: dict, fl: dict):
 # ---------------------------------------------------------------------------
 
 
-def _cast(cls, name: str, value):
-  """A flagfile string as the type of dataclass ``cls``'s field ``name``."""
-  ftype = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+def _cast(cfg, name: str, value):
+  """A flagfile string as the type of config ``cfg``'s field of flag ``name``."""
+  from dncf_jax.config import flat_fields
+  ftype = {n: f.type for n, f, _ in flat_fields(cfg)}[name]
   if ftype in ("bool", bool) and isinstance(value, str):
     return value.lower() in ("1", "true")
   for t in (int, float):
@@ -240,14 +241,15 @@ def dncf_config(task: str, prof: Profile, seed: int,
                 overrides: Optional[dict] = None):
   """DNCFConfig from the task's flagfile, then the profile's and ``overrides``."""
   import dncf_jax as dn
-  fields = {f.name for f in dataclasses.fields(dn.DNCFConfig)}
-  kw = {k: _cast(dn.DNCFConfig, k, v) for k, v in task_flags(task, prof).items()
+  base = dn.DNCFConfig()
+  fields = set(base.flat())
+  kw = {k: _cast(base, k, v) for k, v in task_flags(task, prof).items()
         if k in fields}
   kw.update(dict(prof.dncf_overrides))
   if kw.get("feature_iterations") and prof.feature_iterations is not None:
     kw["feature_iterations"] = prof.feature_iterations
   kw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-  cfg = dn.DNCFConfig(**{**kw, "seed": seed})
+  cfg = dn.DNCFConfig.from_flat(**{**kw, "seed": seed})
   cfg.validate()
   return cfg
 
@@ -259,14 +261,14 @@ def net_config(method: str, task: str, prof: Profile, seed: int,
   make, preset = ((bl.dip_config, DIP_PRESET) if method == "dip"
                   else (bl.deepred_config, DEEPRED_PRESET))
   base = make(preset[task])
-  names = {f.name for f in dataclasses.fields(base)}
+  names = set(base.flat())
   kw = {k: v for k, v in prof.net_overrides if k in names}
-  if base.skip_channels == 0:
+  if base.net.skip_channels == 0:
     kw.pop("skip_channels", None)    # a net without skips stays without
   if prof.net_channels is not None:
     kw["channels"] = prof.net_channels
   kw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-  cfg = dataclasses.replace(base, seed=seed, **kw)
+  cfg = base.replace(seed=seed, **kw)
   cfg.validate()
   return cfg
 
@@ -351,7 +353,7 @@ def run_dncf(task: str, inputs: dict, task_obj, cfg, snapshot_every: int) -> Run
                 iteration_budget=cfg.iterations + cfg.feature_iterations,
                 chosen=r.chosen, chosen_iteration=r.chosen_iteration,
                 oracle_psnr=_oracle(r.history),
-                config=dataclasses.asdict(cfg))
+                config=cfg.flat())
   out = Run(record, r.image, _seconds_psnr(rows))
   if snap:
     out.snapshot_iteration = r.history["snapshot_iteration"]
@@ -372,7 +374,7 @@ def run_net_baseline(method: str, inputs: dict, task_obj, cfg) -> Run:
   record = dict(seconds=r.seconds, compile_seconds=r.compile_seconds,
                 iterations=r.chosen_iteration, iteration_budget=cfg.iterations,
                 chosen=r.chosen, oracle_psnr=_oracle(r.history),
-                config=dataclasses.asdict(cfg))
+                config=cfg.flat())
   return Run(record, r.image, _seconds_psnr(rows))
 
 
@@ -429,10 +431,9 @@ def cell_config(task: str, method: str, seed: int, prof: Profile,
                 overrides: dict[str, dict]) -> dict[str, Any]:
   """The settings a run is made with (a resumed run is reused only if equal)."""
   if method == "dncf":
-    return dataclasses.asdict(dncf_config(task, prof, seed, overrides.get("dncf")))
+    return dncf_config(task, prof, seed, overrides.get("dncf")).flat()
   if method in ("dip", "deepred"):
-    return dataclasses.asdict(net_config(method, task, prof, seed,
-                                         overrides.get(method)))
+    return net_config(method, task, prof, seed, overrides.get(method)).flat()
   if method == "tv":
     iters = (overrides.get("tv") or {}).get("iterations") or prof.tv_iterations
     return dict(grid=list(tv_grid(task, prof)), iters=iters)

@@ -121,7 +121,7 @@ def test_eot_pgd_stays_in_the_ball_and_fools_a_linear_model():
     ("channels", 0), ("y_solver", "bfgs")])
 def test_bad_config_raises(field, value):
   with pytest.raises(ValueError, match=field):
-    defense.DefenseConfig(**{field: value}).validate()
+    defense.DefenseConfig.from_flat(**{field: value}).validate()
 
 
 def test_bad_images_raise():

@@ -137,10 +137,10 @@ def test_profiles_take_dncf_settings_from_the_task_flagfiles():
   flash = runs.dncf_config("flash", paper, 0)
   assert (flash.iterations, flash.feature_iterations) == (800, 1200)
   assert runs.dncf_config("denoise", tiny, 0, {"iterations": 6}).iterations == 6
-  assert runs.net_config("dip", "denoise", small, 0).channels == 32
-  assert runs.net_config("dip", "denoise", paper, 0).channels == 128
+  assert runs.net_config("dip", "denoise", small, 0).net.channels == 32
+  assert runs.net_config("dip", "denoise", paper, 0).net.channels == 128
   assert runs.net_config("deepred", "sr", small, 0).iterations == 2000
-  assert runs.net_config("dip", "vase", tiny, 0).skip_channels == 0
+  assert runs.net_config("dip", "vase", tiny, 0).net.skip_channels == 0
   with pytest.raises(ValueError, match="unknown profile"):
     runs.profile("gpu")
 

@@ -1,7 +1,5 @@
 """Every task end to end on a small image; determinism; NaN-freedom; blindness."""
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
@@ -10,8 +8,9 @@ import dncf_jax as dn
 from dncf_jax import filters, metrics, physics
 from dncf_jax import io as dio
 
-CFG = dn.DNCFConfig(iterations=60, channels=16, scales=3, skip_channels=4,
-                    checkpoint_every=10, learning_rate=0.01)
+CFG = dn.DNCFConfig.from_flat(iterations=60, channels=16, scales=3,
+                              skip_channels=4, checkpoint_every=10,
+                              learning_rate=0.01)
 
 
 def _scene(seed=0):
@@ -49,7 +48,7 @@ def test_task_end_to_end_beats_its_initial_guess(name):
   # Deblurring climbs slowly: after 60 iterations it is 25.91-26.53 dB
   # against the observation's 25.98 (by seed and convolution rounding),
   # after 150 iterations 27.82-28.63 dB (measured with im2col and taps).
-  cfg = dataclasses.replace(CFG, iterations=150) if name == "deblur" else CFG
+  cfg = CFG.replace(iterations=150) if name == "deblur" else CFG
   r = dn.restore(obs, task, cfg, jax.random.key(0), reference=gt)
   assert r.image.shape == task.scene_shape(obs.shape)
   assert np.all(np.isfinite(r.image))
@@ -65,12 +64,12 @@ def test_task_end_to_end_beats_its_initial_guess(name):
     assert metrics.mse(r.image, obs) < metrics.mse(guess, obs)
   assert r.chosen in dn.select.CANDIDATES
   ev = r.history["y_evals"]
-  assert np.mean(ev) <= CFG.y_steps + 3, f"line search too costly: {np.mean(ev)}"
+  assert np.mean(ev) <= CFG.y.steps + 3, f"line search too costly: {np.mean(ev)}"
 
 
 def test_same_seed_same_image():
   obs, task, _ = _case("denoise")
-  cfg = dataclasses.replace(CFG, iterations=20)
+  cfg = CFG.replace(iterations=20)
   a = dn.restore(obs, task, cfg, jax.random.key(7)).image
   b = dn.restore(obs, task, cfg, jax.random.key(7)).image
   c = dn.restore(obs, task, cfg, jax.random.key(8)).image
@@ -81,7 +80,7 @@ def test_same_seed_same_image():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["denoise", "sr", "inpaint", "flash", "deblur"])
 def test_no_nan_in_five_seeds(name):
-  cfg = dataclasses.replace(CFG, iterations=20)
+  cfg = CFG.replace(iterations=20)
   for seed in range(5):
     obs, task, _ = _case(name, seed)
     r = dn.restore(obs, task, cfg, jax.random.key(seed))
@@ -93,7 +92,7 @@ def test_no_nan_in_five_seeds(name):
 def test_selection_is_blind():
   """The ground truth changes the oracle history, never the answer."""
   obs, task, gt = _case("denoise")
-  cfg = dataclasses.replace(CFG, iterations=20)
+  cfg = CFG.replace(iterations=20)
   with_gt = dn.restore(obs, task, cfg, jax.random.key(0), reference=gt)
   other = np.clip(gt[::-1] + 0.2, 0, 1)
   with_other = dn.restore(obs, task, cfg, jax.random.key(0), reference=other)
@@ -111,23 +110,23 @@ def test_selection_is_blind():
 
 def test_feature_phase_runs_and_keeps_improving_the_fit():
   obs, task, _ = _case("flash")
-  cfg = dataclasses.replace(CFG, iterations=20, feature_iterations=20)
+  cfg = CFG.replace(iterations=20, feature_iterations=20)
   r = dn.restore(obs, task, cfg, jax.random.key(0))
   assert len(r.history["data"]) == 40
-  assert r.y.shape[-1] == cfg.skip_channels + cfg.channels  # features
+  assert r.y.shape[-1] == cfg.net.skip_channels + cfg.net.channels  # features
   assert r.history["data"][-1] < r.history["data"][19]
 
 
 def test_any_size_is_padded_and_cropped_back():
   obs, task, gt = _case("denoise")
   obs, gt = obs[:29, :30], gt[:29, :30]
-  r = dn.restore(obs, task, dataclasses.replace(CFG, iterations=10), jax.random.key(0))
+  r = dn.restore(obs, task, CFG.replace(iterations=10), jax.random.key(0))
   assert r.image.shape == (29, 30, 3)
 
 
 def test_gray_images_work():
   obs, task, gt = _case("denoise")
-  r = dn.restore(obs[:, :, :1], task, dataclasses.replace(CFG, iterations=10))
+  r = dn.restore(obs[:, :, :1], task, CFG.replace(iterations=10))
   assert r.image.shape == (48, 48, 1)
 
 
@@ -139,9 +138,9 @@ def test_reference_of_wrong_shape_is_an_error():
 
 def test_noisy_run_stops_where_the_average_meets_the_discrepancy_target():
   obs, task, gt = _case("denoise")
-  r = dn.restore(obs, task, dataclasses.replace(CFG, iterations=300), jax.random.key(0))
+  r = dn.restore(obs, task, CFG.replace(iterations=300), jax.random.key(0))
   n = len(r.history["data"])
   assert r.chosen == "ema f(y)" and n == r.chosen_iteration < 300
   res = r.history["checkpoint_residual"][:, dn.select.EMA]
-  target = CFG.tau * r.noise_sigma ** 2
+  target = CFG.select.tau * r.noise_sigma ** 2
   assert res[-1] <= target and np.all(res[:-1] > target)

@@ -23,16 +23,15 @@ The denoiser runs in step (not lagged in a thread as in the original).
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dncf_jax.baselines import dip, tv
-from dncf_jax.solver import Result
+from dncf_jax.config import require
+from dncf_jax.engine import Result
 
 Array = jax.Array
 
@@ -64,20 +63,17 @@ class DeepREDConfig(dip.DIPConfig):
   def outputs(self) -> tuple[str, ...]:
     return OUTPUTS
 
-  def validate(self) -> None:
-    super().validate()
-    def need(cond, msg):
-      if not cond:
-        raise ValueError(msg)
-    need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-    need(self.mu > 0, f"mu must be > 0, got {self.mu}")
-    need(self.denoiser_weight > 0,
-         f"denoiser_weight must be > 0, got {self.denoiser_weight}")
-    need(self.denoiser_iters >= 1, "denoiser_iters must be >= 1")
-    need(self.update_every >= 1, "update_every must be >= 1")
-    need(self.increase_reg >= 0, "increase_reg must be >= 0")
-    need(self.x_init in X_INITS,
-         f"x_init must be one of {X_INITS}, got {self.x_init!r}")
+  def check(self) -> None:
+    super().check()
+    require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+    require(self.mu > 0, f"mu must be > 0, got {self.mu}")
+    require(self.denoiser_weight > 0,
+            f"denoiser_weight must be > 0, got {self.denoiser_weight}")
+    require(self.denoiser_iters >= 1, "denoiser_iters must be >= 1")
+    require(self.update_every >= 1, "update_every must be >= 1")
+    require(self.increase_reg >= 0, "increase_reg must be >= 0")
+    require(self.x_init in X_INITS,
+            f"x_init must be one of {X_INITS}, got {self.x_init!r}")
 
 
 # DeepRED repository notebooks: denoising (defaults) and super_resolution
@@ -91,8 +87,8 @@ PRESETS = {
                         reg_noise_std=0.02, beta=0.05, mu=0.06,
                         increase_reg=0.0, x_init="zeros", output="x-u"),
     "inpaint": DeepREDConfig(iterations=6000, learning_rate=0.01,
-                             reg_noise_std=0.03, skip_channels=128,
-                             upsample="nearest", beta=0.05, mu=0.06,
+                             reg_noise_std=0.03, beta=0.05, mu=0.06,
+                             net=dip.PRESETS["inpaint"].net,
                              increase_reg=0.0, x_init="anchor", output="x-u"),
     "flash": DeepREDConfig(iterations=600, learning_rate=0.1,
                            input_kind="flash", reg_noise_std=0.0, beta=0.05,
@@ -105,7 +101,54 @@ def deepred_config(task: str, **overrides) -> DeepREDConfig:
   if task not in PRESETS:
     raise ValueError(f"no DeepRED preset for {task!r}; choose one of "
                      f"{tuple(PRESETS)}")
-  return dataclasses.replace(PRESETS[task], **overrides)
+  return PRESETS[task].replace(**overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepRED(dip.DIP):
+  """DeepRED on one image: DIP's method with the ADMM variables ``x``, ``u``."""
+
+  def init(self, obs: Array, task, key: Array) -> tuple[dict, dict]:
+    st, inp = super().init(obs, task, key)
+    cfg = self.config
+    if cfg.x_init == "observation":
+      x0 = obs
+    elif cfg.x_init == "zeros":
+      x0 = jnp.zeros(self.scene, jnp.float32)
+    else:
+      x0 = jnp.asarray(task.anchor(obs), jnp.float32)
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    st.update(x=x0, u=jnp.zeros_like(x0), fx=x0, beta=f32(cfg.beta),
+              mu=f32(cfg.mu), threshold=f32(cfg.threshold))
+    return st, inp
+
+  def denoise(self, x: Array) -> Array:
+    """``D(x)``: TV (Chambolle) of weight ``denoiser_weight``."""
+    cfg = self.config
+    return tv._tv_denoise(x, jnp.asarray(cfg.denoiser_weight, x.dtype),
+                          cfg.denoiser_iters, 2e-4)
+
+  def step(self, st: dict, inp: dict):
+    cfg = self.config
+    x, u, beta, mu = st["x"], st["u"], st["beta"], st["mu"]
+    params, opt_state, key, data, f = self.fit(
+        st, inp, lambda f: mu * jnp.mean(jnp.square(f - (x - u))))
+    fx = jax.lax.cond((st["it"] + 1) % cfg.update_every == 0, self.denoise,
+                      lambda _: st["fx"], x)
+    x = jnp.clip((beta * fx + mu * (f + u)) / (beta + mu), 0.0, 1.0)
+    u = u + f - x
+    psnr_fit = -10 * jnp.log10(jnp.maximum(data, 1e-12))
+    grow = (psnr_fit > st["threshold"]) & (cfg.increase_reg > 0)
+    inc = jnp.where(grow, cfg.increase_reg, 0.0)
+    new = dict(params=params, opt_state=opt_state, ema=self.ema(st, f),
+               key=key, it=st["it"] + 1, x=x, u=u, fx=fx, beta=beta + inc,
+               mu=mu + inc, threshold=st["threshold"] + jnp.where(
+                   grow, cfg.threshold_step, 0.0))
+    return new, dict(loss=data, beta=beta, mu=mu)
+
+  def candidates(self, st: dict, inp: dict) -> Array:
+    last = self.render(st["params"], inp["z"])
+    return jnp.stack([st["ema"], last, st["x"] - st["u"]])
 
 
 def deepred_restore(observation, task, config: DeepREDConfig = DeepREDConfig(),
@@ -120,72 +163,9 @@ def deepred_restore(observation, task, config: DeepREDConfig = DeepREDConfig(),
   if not isinstance(config, DeepREDConfig):
     raise ValueError("deepred_restore needs a DeepREDConfig, got "
                      f"{type(config).__name__}")
-  config.validate()
-  task.validate(observation)
-  if config.x_init == "observation" and tuple(
-      task.scene_shape(np.shape(observation))) != tuple(np.shape(observation)):
+  scene = dip.check_inputs(observation, task, config, reference)
+  if config.x_init == "observation" and scene != tuple(np.shape(observation)):
     raise ValueError("x_init='observation' needs a scene of the "
                      "observation's shape; use 'zeros' or 'anchor'")
-  t_start = time.perf_counter()
-  s = dip.setup(observation, task, config, key, reference)
-  opt = optax.adam(config.learning_rate)
-  traces = [0]
-  every = config.update_every
-
-  def denoise(x):
-    return tv._tv_denoise(x, jnp.asarray(config.denoiser_weight, x.dtype),
-                          config.denoiser_iters, 2e-4)
-
-  def loss_fn(params, z, target, mu):
-    f = dip.render(s.net, params, z, s.scene)
-    data = dip.data_loss(task, f, s.obs, s.weights)
-    return data + mu * jnp.mean(jnp.square(f - target)), (data, f)
-
-  def step(st):
-    traces[0] += 1
-    k, sub = jax.random.split(jax.random.wrap_key_data(st["key"]))
-    z = s.z + config.reg_noise_std * jax.random.normal(sub, s.z.shape)
-    x, u, beta, mu = st["x"], st["u"], st["beta"], st["mu"]
-    (_, (data, f)), g = jax.value_and_grad(loss_fn, has_aux=True)(
-        st["params"], z, x - u, mu)
-    upd, opt_state = opt.update(g, st["opt_state"], st["params"])
-    params = optax.apply_updates(st["params"], upd)
-    fx = jax.lax.cond((st["it"] + 1) % every == 0, denoise,
-                      lambda _: st["fx"], x)
-    x = jnp.clip((beta * fx + mu * (f + u)) / (beta + mu), 0.0, 1.0)
-    u = u + f - x
-    psnr_fit = -10 * jnp.log10(jnp.maximum(data, 1e-12))
-    grow = (psnr_fit > st["threshold"]) & (config.increase_reg > 0)
-    inc = jnp.where(grow, config.increase_reg, 0.0)
-    d = config.ema_decay
-    ema = jnp.where(st["it"] == 0, f, d * st["ema"] + (1 - d) * f)
-    new = dict(params=params, opt_state=opt_state, ema=ema,
-               key=jax.random.key_data(k), it=st["it"] + 1, x=x, u=u, fx=fx,
-               beta=beta + inc, mu=mu + inc,
-               threshold=st["threshold"] + jnp.where(grow, config.threshold_step,
-                                                     0.0))
-    return new, dict(loss=data, beta=beta, mu=mu)
-
-  def evaluate(st):
-    last = dip.render(s.net, st["params"], s.z, s.scene)
-    cands = jnp.stack([st["ema"], last, st["x"] - st["u"]])
-    res = jax.vmap(lambda x: dip.data_loss(task, x, s.obs, s.weights))(cands)
-    return cands, dict(residual=res)
-
-  if config.x_init == "observation":
-    x0 = s.obs
-  elif config.x_init == "zeros":
-    x0 = jnp.zeros(s.scene, jnp.float32)
-  else:
-    x0 = jnp.asarray(task.anchor(s.obs), jnp.float32)
-  f32 = lambda v: jnp.asarray(v, jnp.float32)
-  state = dict(params=s.params, opt_state=opt.init(s.params),
-               ema=jnp.zeros(s.scene, jnp.float32), key=s.noise_key,
-               it=jnp.zeros((), jnp.int32), x=x0, u=jnp.zeros_like(x0), fx=x0,
-               beta=f32(config.beta), mu=f32(config.mu),
-               threshold=f32(config.threshold))
-  state, cands, hist, compile_s = dip.run_loop(
-      step, state, config.iterations, config.checkpoint_every, evaluate,
-      OUTPUTS, s.reference, progress)
-  return dip.make_result(config, task, s, state, cands, hist, compile_s,
-                         traces[0], OUTPUTS, t_start)
+  return dip.run_method(DeepRED(config, scene), observation, task, key,
+                        reference, progress)
