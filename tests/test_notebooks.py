@@ -35,22 +35,39 @@ def _setup_cell(name):
 
 
 def test_every_notebook_starts_with_the_same_setup_cell():
+  """The same cell everywhere but for FETCH, the data the notebook reads."""
+  import re
   cells = {name: _setup_cell(name) for name in NOTEBOOKS}
-  assert len(set(cells.values())) == 1, "the setup cells differ"
+  fetch = {name: re.search(r'^FETCH = "([^"]*)"', c, re.M).group(1)
+           for name, c in cells.items()}
+  same = {re.sub(r'^FETCH = "[^"]*"', 'FETCH = ""', c, flags=re.M)
+          for c in cells.values()}
+  assert len(same) == 1, "the setup cells differ"
   assert "google.colab" in cells[NOTEBOOKS[0]]
+  assert fetch == {"01_quickstart.ipynb": "", "02_photography.ipynb": "dip",
+                   "03_adversarial_defense.ipynb": "cifar10,resnet20",
+                   "04_convexification.ipynb": ""}
 
 
 def test_colab_setup_finds_a_copy_or_says_what_to_do(tmp_path, monkeypatch):
   """The Colab branch's source lookup (it cannot pip install here)."""
+  import subprocess
   import zipfile
-  src = _setup_cell(NOTEBOOKS[0]).split('if "google.colab" in sys.modules:')[0]
+  src = _setup_cell(NOTEBOOKS[0]).split("repo = None")[0]
   monkeypatch.chdir(tmp_path)
   monkeypatch.delenv("DNCF_REPO_DIR", raising=False)
   scope: dict = {}
   exec(src, scope)
-  assert scope["REPO_URL"] == ""
-  with pytest.raises(RuntimeError, match="set REPO_URL.*dncf-jax.zip"):
+  assert scope["REPO_URL"] == "git+https://github.com/<org>/dncf-jax@v0.1.0"
+  with pytest.raises(RuntimeError, match="set ORG.*dncf-jax.zip"):
     scope["repository_copy"]()
+  # A real URL: a shallow clone of its tag.
+  calls = []
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+  scope["REPO_URL"] = "git+https://github.com/acme/dncf-jax@v0.1.0"
+  assert scope["repository_copy"]() == "dncf-jax"
+  assert calls == [["git", "clone", "--depth=1", "--branch", "v0.1.0",
+                    "https://github.com/acme/dncf-jax", "dncf-jax"]]
   # An uploaded archive of the repository's folder.
   with zipfile.ZipFile("dncf-jax.zip", "w") as z:
     z.writestr("dncf-jax-main/pyproject.toml", "[project]\n")
