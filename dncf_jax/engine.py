@@ -139,6 +139,39 @@ def compiled(key: Any, fn: Callable, *args, mesh: Optional[Mesh] = None
   return program, time.perf_counter() - t0
 
 
+def free_bytes() -> Optional[int]:
+  """Memory free for a program: the first device's, or the host's
+  ``MemAvailable`` on CPU; ``None`` when unknown."""
+  stats = jax.devices()[0].memory_stats()
+  if stats and "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def check_memory(program, batch: int, what: str) -> None:
+  """Raises ``ValueError`` when ``program`` (compiled for ``batch``
+  problems) needs more memory than :func:`free_bytes`, with a batch size
+  that would fit."""
+  stats = program.memory_analysis()
+  free = free_bytes()
+  if stats is None or free is None:
+    return
+  need = (stats.temp_size_in_bytes + stats.argument_size_in_bytes
+          + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+  if need > free:
+    fits = max(1, int(batch * free / need))
+    raise ValueError(
+        f"{what}: a batch of {batch} needs about {need / 2**30:.1f} GiB, "
+        f"{free / 2**30:.1f} GiB are free; pass batch_size={fits} or less")
+
+
 def compile_count() -> int:
   """Programs compiled by :func:`compiled` so far in this process."""
   return _COMPILES[0]

@@ -334,9 +334,9 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   loop ends when all have stopped or the budget is spent.
 
   ``batch_size``: restore at most this many images at once (the batch is
-  split into chunks of that size, each one call of the compiled program);
-  a chunk that would not fit in memory raises ``ValueError`` naming the
-  sizes. ``mesh``: a one-axis ``Mesh`` (``"batch"``, see
+  split into chunks of that size, run one after the other); a batch whose
+  compiled program needs more memory than is free raises ``ValueError``
+  naming the sizes and a ``batch_size`` that fits. ``mesh``: a one-axis ``Mesh`` (``"batch"``, see
   :func:`engine.batch_mesh`) to shard the batch over its devices; under
   ``jax.distributed`` every process passes the whole batch and gets every
   result. Returns one :class:`Result` per image (``seconds`` and
@@ -402,6 +402,7 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   method = DNCF(config, scene)
   init, compile_s = engine.compiled((method, "init"), engine.batch_init(method),
                                     *inputs, mesh=mesh)
+  engine.check_memory(init, n, f"restoring {n} images of {scene}")
   state, prob = init(*inputs)
   history = engine.new_history(n)
   total = config.iterations + config.feature_iterations
@@ -435,6 +436,8 @@ def _run_phase(method: DNCF, carry, prob, stop: int, *, ref, history, n,
       (method, "chunk", length, ref is not None),
       engine.batch_chunk(method, length, ref is not None),
       carry, prob, ref, jnp.asarray(stop, jnp.int32), mesh=mesh)
+  engine.check_memory(program, len(history.steps),
+                      f"restoring {len(history.steps)} images of {method.scene}")
   carry, cands = engine.run(program, carry, prob, stop, reference=ref,
                             history=history, n_real=n,
                             snapshot_every=snapshot_every, progress=progress,
