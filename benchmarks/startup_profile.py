@@ -2,17 +2,16 @@
 
 Runs ``python -m experiments.denoise`` (or ``--module``) in this process
 with every ahead-of-time compilation timed (wall and CPU seconds, by the
-program's name: ``jit_prepare``, ``jit_init`` = ``net.init``, ``jit_run`` =
-the step's scan chunk, ``jit_evaluate`` = the checkpoint program) and the
+program's name: ``jit_init`` = the inputs, ``net.init`` and the solver
+state, ``jit_chunk`` = a chunk of steps and its checkpoint) and the
 process's CPU use sampled every second (cores busy: 1.0 = one core), then
 prints them and writes JSON. Flags after ``--`` go to the command, e.g.
 
     python -m benchmarks.startup_profile -- --compilation_cache=/tmp/cc --output_dir=/tmp/nf
 
-``--xla_options='{"jit_run": {"xla_cpu_parallel_codegen_split_count": 2}}'``
+``--xla_options='{"jit_chunk": {"xla_cpu_parallel_codegen_split_count": 2}}'``
 compiles the programs whose name contains a key with those XLA options
 (to try a compiler setting on one program; they can change the numbers).
-Issue 6's no-flag target: first result under 60 s cold, 30 s warm.
 """
 
 from __future__ import annotations

@@ -39,20 +39,24 @@ from typing import Callable, Optional
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+# allow_override: tests import this module beside benchmarks that define
+# flags of the same names in one process.
 flags.DEFINE_list("only", [], "Groups or paths to fetch (default: all), e.g. "
-                  "--only=dip,cifar10,resnet20 or --only=dip/kate.png.")
+                  "--only=dip,cifar10,resnet20 or --only=dip/kate.png.", allow_override=True)
 flags.DEFINE_string("data_dir", None, "Where data files go (default: "
                     "$DNCF_DATA, ../shared/data when present, else "
-                    "~/.cache/dncf_jax/data).")
+                    "~/.cache/dncf_jax/data).", allow_override=True)
 flags.DEFINE_string("models_dir", None, "Where model files go (default: "
                     "$DNCF_MODELS, ../shared/models when present, else "
-                    "~/.cache/dncf_jax/models).")
+                    "~/.cache/dncf_jax/models).", allow_override=True)
 flags.DEFINE_boolean("dry_run", False, "List the selected files with target, "
-                     "source and SHA-256; download nothing.")
+                     "source and SHA-256; download nothing.", allow_override=True)
 flags.DEFINE_string("manifest", None, "A manifest to use instead of "
-                    "dncf_jax/data_manifest.json (tests, mirrors).")
-flags.DEFINE_float("timeout", 60.0, "Seconds to wait for a server.")
-flags.DEFINE_integer("jobs", 8, "Parallel downloads of a derived file's parts.")
+                    "dncf_jax/data_manifest.json (tests, mirrors).", allow_override=True)
+flags.DEFINE_float("timeout", 60.0, "Seconds to wait for a server.", allow_override=True)
+flags.DEFINE_integer("jobs", 8, "Parallel downloads of a derived file's parts.",
+                     allow_override=True)
+
 
 CHUNK = 1 << 16
 

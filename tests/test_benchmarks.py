@@ -82,8 +82,8 @@ def test_dip_reference_jax_side_runs_the_notebook_setting():
   rng = np.random.default_rng(0)
   gt = rng.uniform(size=(32, 32, 3)).astype(np.float32)
   noisy = np.clip(gt + 0.1 * rng.standard_normal(gt.shape), 0, 1).astype(np.float32)
-  cfg = dataclasses.replace(bl.dip_config("denoise"), channels=4, scales=2,
-                            iterations=4, checkpoint_every=2)
+  cfg = bl.dip_config("denoise", channels=4, scales=2, iterations=4,
+                      checkpoint_every=2)
   r = dr.run_jax(noisy, gt, cfg)
   assert r["iterations"] == 4 and [row[0] for row in r["curve"]["rows"]] == [2, 4]
   assert set(r["best"]) == {"ema", "last"} and np.isfinite(r["best_psnr"])
@@ -120,7 +120,7 @@ def test_startup_profile_times_the_compiles_of_a_denoise_run(tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
   r = json.loads(js.read_text())
   names = {c["program"] for c in r["compiles"]}
-  assert {"jit_prepare", "jit_init", "jit_run", "jit_evaluate"} <= names
+  assert {"jit_init", "jit_chunk"} <= names
   assert all(c["wall"] >= 0 and c["cpu"] >= 0 for c in r["compiles"])
   assert r["output_md5"] and len(r["output_md5"]) == 32
   assert r["machine"]["cpus"] >= 1 and "[" in r["machine"]["cpu"]
@@ -165,11 +165,10 @@ def test_dip_breakdown_attributes_kernels_to_layers():
 
 
 def test_dip_breakdown_profiles_the_jax_step():
-  import dataclasses
   from benchmarks import dip_breakdown as bd
   from dncf_jax import baselines as bl
   noisy = np.random.default_rng(0).uniform(size=(32, 32, 3)).astype(np.float32)
-  cfg = dataclasses.replace(bl.dip_config("denoise"), channels=4, scales=2)
+  cfg = bl.dip_config("denoise", channels=4, scales=2)
   r = bd.run_jax(noisy, cfg, steps=2, repeats=1)
   k = r["kinds_ms"]
   assert tuple(k) == bd.KINDS
