@@ -1,7 +1,9 @@
 """What every photography experiment shares: flags, inputs, outputs.
 
 Flags for every :class:`dncf_jax.DNCFConfig` field are generated from the
-dataclass, so a new config field is a new flag with no further code.
+dataclass (help text from the field's metadata), so a new config field is
+a new flag with no further code. A command lists all of them in ``--help``
+after ``flags.adopt_module_key_flags(common)``.
 """
 
 from __future__ import annotations
@@ -15,20 +17,28 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
+from experiments import cli
+from experiments.cli import run_main  # noqa: F401  (re-exported for the commands)
 import dncf_jax as dn
 from dncf_jax import io as dio
 from dncf_jax import metrics
-from experiments.cli import run_main, use_compilation_cache  # noqa: F401  (run_main re-exported)
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("input", None, "Input image (PNG/JPEG). Relative paths are "
                     "looked up in the working directory, then in --data_dir.")
-flags.DEFINE_string("ground_truth", None, "Clean image for scoring only.")
-flags.DEFINE_string("output_dir", "outputs", "Where results are written.")
+flags.DEFINE_string("ground_truth", None, "Clean image, for scoring only (the "
+                    "result is chosen without it).")
+flags.DEFINE_string("output_dir", "outputs", "Folder of the results: "
+                    "<name>_result.png, <name>_panel.png, <name>.json.")
 flags.DEFINE_string("data_dir", dio.default_data_dir(),
-                    "Folder of the shared data (../shared/data).")
+                    "Data folder: relative --input, --mask, ... paths are "
+                    "looked up there (default: $DNCF_DATA, ../shared/data, "
+                    "~/.cache/dncf_jax/data).")
 flags.DEFINE_string("name", None, "Name of the outputs (default: the task).")
+flags.DEFINE_boolean("overwrite", False, "Replace the results of an earlier "
+                     "run of the same --name in --output_dir (without it the "
+                     "command stops before any work).")
 flags.DEFINE_string("resize", None, "Resize inputs to WxH (Lanczos; masks "
                     "nearest) before cropping, e.g. 128x128.")
 flags.DEFINE_string("crop", None, "Crop rows and columns r0:r1,c0:c1 after "
@@ -39,37 +49,32 @@ flags.DEFINE_float("synthetic_sigma", None, "Add Gaussian noise of this std "
 flags.DEFINE_integer("noise_seed", 0, "Seed of np.random.default_rng for "
                      "--synthetic_sigma.")
 flags.DEFINE_integer("log_every", 50, "Print a progress line every N "
-                     "iterations (rounded to checkpoint_every).")
+                     "iterations (rounded to checkpoint_every); the first "
+                     "and the last checkpoint always print.")
 flags.DEFINE_boolean("gray", False, "Load images as one-channel gray.")
-flags.DEFINE_string("compilation_cache",
-                    os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
+flags.DEFINE_string("compilation_cache", cli.default_cache_dir(),
                     "JAX's persistent compilation cache: a second run of the "
                     "same shapes does not compile again. Empty: off.")
 flags.DEFINE_boolean("dry_run", False, "Load and check the inputs, write them "
                      "to <output_dir>/<name>_inputs.npz, and stop.")
 
+_CONFIG_FLAGS: dict[str, str] = {}
+
+
 def define_config_flags(**defaults) -> None:
   """One flag per :class:`dncf_jax.DNCFConfig` field (its flag name and help
-  text from the field's metadata), with per-task default overrides."""
-  from dncf_jax.config import flat_fields
-  for name, f, value in flat_fields(dn.DNCFConfig()):
-    default = defaults.get(name, value)
-    text = f.metadata.get("help", name)
-    if f.metadata.get("choices"):
-      flags.DEFINE_enum(name, default, list(f.metadata["choices"]), text)
-    elif f.type in ("bool", bool):
-      flags.DEFINE_boolean(name, default, text)
-    elif f.type in ("int", int):
-      flags.DEFINE_integer(name, default, text)
-    elif f.type in ("float", float):
-      flags.DEFINE_float(name, default, text)
-    else:
-      flags.DEFINE_string(name, default, text)
+  text from the field's metadata), with per-task default overrides; all of
+  them key flags of this module."""
+  _CONFIG_FLAGS.update(cli.define_config_flags(
+      dn.DNCFConfig(), notes={"epsilon": "On the images' 0-1 scale."},
+      **defaults))
+  for name in _CONFIG_FLAGS:
+    flags.declare_key_flag(name)
 
 
 def config_from_flags() -> dn.DNCFConfig:
-  cfg = dn.DNCFConfig.from_flat(**{name: getattr(FLAGS, name)
-                                   for name in dn.DNCFConfig().flat()})
+  """The :class:`dncf_jax.DNCFConfig` the flags describe, validated."""
+  cfg = dn.DNCFConfig.from_flat(**cli.config_values(_CONFIG_FLAGS))
   cfg.validate()
   return cfg
 
@@ -143,18 +148,58 @@ def add_noise(clean: np.ndarray, sigma255: float, seed: int) -> np.ndarray:
 
 
 def progress_printer(log_every: int):
+  """A ``progress=`` callback printing the first and last checkpoints and
+  one every ``log_every`` iterations: elapsed time, ETA, losses and (with
+  a ground truth) the ORACLE PSNR of each candidate."""
+  state = {"printed": False}
+
   def show(info: dict) -> None:
     it = info["iteration"]
-    if it % max(log_every, 1) and it != info["total"]:
+    last = it >= info["total"] or info.get("active", 1) == 0
+    if state["printed"] and it % max(log_every, 1) and not last:
       return
-    line = (f"[{info['phase']}] it {it:4d}/{info['total']}  "
-            f"{info['its_per_second']:.2f} it/s  data {info['data']:.3e}  "
-            f"R {info['penalty']:.2e}  gamma {info['gamma']:.1e}  "
-            f"y-evals {info['y_evals']:.1f}")
+    state["printed"] = True
+    line = (f"[{info['phase']}] {cli.progress_line(info)}, "
+            f"data {info['data']:.3e}, R {info['penalty']:.2e}, "
+            f"gamma {info['gamma']:.1e}, y-evals {info['y_evals']:.1f}")
     if "psnr" in info:
-      line += "  PSNR " + " ".join(f"{k}={v:.2f}" for k, v in info["psnr"].items())
+      line += ", oracle PSNR " + " ".join(
+          f"{k}={v:.2f}" for k, v in info["psnr"].items())
     print(line, flush=True)
   return show
+
+
+def stop_reason(result, cfg: dn.DNCFConfig) -> tuple[bool, str]:
+  """(stopped early, why) of a finished run, sigma on the 0-255 scale."""
+  ran = int(len(result.history["data"]))
+  budget = cfg.iterations + cfg.feature_iterations
+  sigma255 = 255.0 * result.noise_sigma
+  if ran < budget:
+    return True, (f"stopped early at iteration {ran} of {budget}: the "
+                  f"discrepancy principle was met (residual <= tau sigma^2, "
+                  f"tau {cfg.select.tau:g}, sigma {sigma255:.1f}/255)")
+  if not cfg.select.early_stop:
+    why = "early stopping off"
+  elif sigma255 == 0:
+    why = "noiseless task: no stopping rule, the best fit is returned"
+  else:
+    why = (f"the discrepancy principle was not met, sigma "
+           f"{sigma255:.1f}/255")
+  return False, f"ran the full budget of {budget} iterations ({why})"
+
+
+def summary(name: str, out: dict, json_path: str) -> str:
+  """The one-line summary of a run, numbers rounded."""
+  parts = []
+  if out.get("psnr") is not None:
+    parts.append(f"PSNR {out['psnr']:.2f} dB")
+  if out.get("ssim") is not None:
+    parts.append(f"SSIM {out['ssim']:.3f}")
+  if out.get("psnr") is None:
+    parts.append(f"MSE to the observation {out['mse_to_observation']:.2e}")
+  parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}")
+  parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
+  return f"{name}: " + ", ".join(parts) + f" -> {json_path}"
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -185,15 +230,35 @@ def panel(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
   return np.concatenate(cols[:-1], axis=1)
 
 
+def output_paths(name: str) -> dict[str, str]:
+  """The files a run named ``name`` writes in --output_dir."""
+  d = FLAGS.output_dir
+  return dict(json=os.path.join(d, f"{name}.json"),
+              result=os.path.join(d, f"{name}_result.png"),
+              panel=os.path.join(d, f"{name}_panel.png"))
+
+
+def _write_json(path: str, payload: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, default=float)
+  os.replace(tmp, path)
+
+
 def run_and_write(name: str, observation: np.ndarray, task,
                   ground_truth: Optional[np.ndarray],
                   extra_panels: tuple = (), extra_json: Optional[dict] = None
                   ) -> dict:
-  """Restores, prints progress, writes ``name``_result.png, _panel.png, .json."""
+  """Restores, prints progress, writes ``name``_result.png, _panel.png, .json.
+
+  Results of an earlier run of ``name`` stop the command before any work,
+  unless --overwrite.
+  """
   cfg = config_from_flags()
   task.validate(observation)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  paths = output_paths(name)
   if FLAGS.dry_run:
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
     arrays = dict(observation=observation)
     if ground_truth is not None:
       arrays["ground_truth"] = ground_truth
@@ -201,16 +266,27 @@ def run_and_write(name: str, observation: np.ndarray, task,
     np.savez(path, **arrays)
     print(f"{name}: inputs checked, written to {path}")
     return {}
+  cli.refuse_overwrite(paths.values(), FLAGS.overwrite,
+                       "another --name/--output_dir")
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  use_compilation_cache(FLAGS.compilation_cache)
-  print(f"{name}: observation {observation.shape}, task {type(task).__name__}, "
-        f"device {jax.devices()[0].device_kind}", flush=True)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
+  record = cli.run_record()
+  dev = record["device"]
+  h, w, c = observation.shape
+  print(f"{name}: {type(task).__name__}, observation {w}x{h}x{c}, device "
+        f"{dev['kind']} ({dev['backend']}), {cfg.iterations + cfg.feature_iterations} "
+        f"iterations at most", flush=True)
+  print("compiling (first run of this shape; cached afterwards) ...", flush=True)
   result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),
                       reference=ground_truth,
                       progress=progress_printer(FLAGS.log_every))
-  out = dict(name=name, task=type(task).__name__,
+  early, reason = stop_reason(result, cfg)
+  print(reason, flush=True)
+  out = dict(record, name=name, task=type(task).__name__,
              chosen=result.chosen, chosen_iteration=result.chosen_iteration,
-             noise_sigma_used=result.noise_sigma,
+             stopped_early=early, stop_reason=reason,
+             noise_sigma_255=255.0 * result.noise_sigma,
              seconds=result.seconds, compile_seconds=result.compile_seconds,
              iterations=int(len(result.history["data"])),
              iteration_budget=cfg.iterations + cfg.feature_iterations,
@@ -232,11 +308,8 @@ def run_and_write(name: str, observation: np.ndarray, task,
       (np.asarray(task.forward(result.image)) - observation) ** 2))
   if extra_json:
     out.update(extra_json)
-  save_png(os.path.join(FLAGS.output_dir, f"{name}_result.png"), result.image)
-  save_png(os.path.join(FLAGS.output_dir, f"{name}_panel.png"), panel(panels))
-  with open(os.path.join(FLAGS.output_dir, f"{name}.json"), "w") as f:
-    json.dump(out, f, indent=2, default=float)
-  summary = {k: out[k] for k in ("psnr", "mse", "ssim", "oracle_best_psnr",
-                                 "seconds", "chosen") if k in out}
-  print(f"{name}: {summary}\nwrote {FLAGS.output_dir}/{name}.json", flush=True)
+  save_png(paths["result"], result.image)
+  save_png(paths["panel"], panel(panels))
+  _write_json(paths["json"], out)
+  print(summary(name, out, paths["json"]), flush=True)
   return out

@@ -15,6 +15,7 @@ flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
 flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
                    "the blind selection; estimated from the image if unset.")
 common.define_config_flags()
+flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
 

@@ -14,6 +14,7 @@ flags.DEFINE_string("mask", None, "Mask image: white (> 0.5) = known pixel.")
 flags.DEFINE_boolean("score_input", True, "Score against --input (the "
                      "benchmark's inputs are whole images, masked here).")
 common.define_config_flags()
+flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
 
