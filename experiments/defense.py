@@ -7,7 +7,8 @@ each defense, DNCF seconds per image. Results go batch by batch to
 ``<output_dir>/table1_cifar10.jsonl`` (per-image correctness keyed by image
 index), so ``--resume`` continues an interrupted run without losing or
 counting twice any image; the table (``table1_cifar10.md`` / ``.json``) is
-built from that file.
+built from that file. An earlier run in ``--output_dir`` is never replaced
+without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,30 @@ from absl import app, flags
 import numpy as np
 
 from dncf_jax import io as dio
+from dncf_jax.defense import DefenseConfig
 from experiments import cli
 
 FLAGS = flags.FLAGS
-DEFAULT_DATA = os.path.join(dio.default_data_dir(), "cifar10",
-                            "cifar10_test_2000.npz")
 ALL_ATTACKS = ("fgsm", "ffgsm", "bim", "pgd", "cw")
 DNCF = ("dncf_per_image", "dncf_shared")
 BASELINES = ("gaussian_blur", "median3x3", "jpeg", "bit_depth", "tv")
 ALIASES = {"blur": "gaussian_blur", "median": "median3x3"}
 TRACEABLE = DNCF + ("gaussian_blur", "median3x3", "bit_depth")
 
-flags.DEFINE_string("data", DEFAULT_DATA, "An .npz with 'images' (uint8 NHWC) "
-                    "and 'labels', or a folder laid out as class_name/*.png.")
+flags.DEFINE_string("input", os.path.join("cifar10", "cifar10_test_2000.npz"),
+                    "The labelled images: an .npz with 'images' (uint8 NHWC) "
+                    "and 'labels', or a folder laid out as class_name/*.png. "
+                    "Relative paths are looked up in the working directory, "
+                    "then in --data_dir.")
+flags.DEFINE_string("data_dir", dio.default_data_dir(),
+                    "Data folder (default: $DNCF_DATA, ../shared/data, "
+                    "~/.cache/dncf_jax/data).")
+flags.DEFINE_string("weights", "resnet20_cifar10.npz", "ResNet-20 weights; "
+                    "a relative path is looked up in the working directory, "
+                    "then in --models_dir.")
+flags.DEFINE_string("models_dir", dio.default_models_dir(),
+                    "Model folder (default: $DNCF_MODELS, ../shared/models, "
+                    "~/.cache/dncf_jax/models).")
 flags.DEFINE_integer("limit", None, "Use this many images, spread evenly "
                      "over the set (every n/limit-th).")
 flags.DEFINE_list("attacks", list(ALL_ATTACKS), "Attacks (rows).")
@@ -46,24 +58,26 @@ flags.DEFINE_list("adaptive_defenses", [], "Defenses the adaptive attack "
                   "not jpeg, tv).")
 flags.DEFINE_integer("eot_samples", 4, "EOT draws of the purifier per step.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.")
-flags.DEFINE_string("output_dir", "results", "Where the table is written.")
+flags.DEFINE_string("output_dir", "outputs", "Folder of the table: "
+                    "table1_cifar10.md, .json, .jsonl (per batch), _run.json.")
 flags.DEFINE_boolean("resume", False, "Continue the run in --output_dir.")
+flags.DEFINE_boolean("overwrite", False, "Start again, replacing the run in "
+                     "--output_dir (an earlier run there stops the command "
+                     "before any work unless --resume or --overwrite).")
 flags.DEFINE_integer("stop_after_batches", None, "Debug: stop after this "
                      "many new batches (to test --resume).")
-flags.DEFINE_string("models", os.path.join(dio.default_models_dir(),
-                                           "resnet20_cifar10.npz"),
-                    "ResNet-20 weights.")
-flags.DEFINE_integer("iterations", 30, "DNCF iterations.")
-flags.DEFINE_float("beta", 1.0, "DNCF beta.")
-flags.DEFINE_float("rho", 1.0, "DNCF Gaussian smoothing width.")
-flags.DEFINE_float("epsilon", 0.03, "DNCF random perturbation std.")
-flags.DEFINE_float("lr", 0.03, "DNCF Adam step on theta.")
-flags.DEFINE_float("gamma", 1e-3, "DNCF penalty weight.")
-flags.DEFINE_integer("channels", 16, "DNCF net width.")
-flags.DEFINE_integer("seed", 0, "Seed of attacks and DNCF.")
-flags.DEFINE_string("compilation_cache",
-                    os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
+flags.DEFINE_string("compilation_cache", cli.default_cache_dir(),
                     "JAX's persistent compilation cache. Empty: off.")
+
+
+# The purifier's settings, one flag per DefenseConfig field (both modes run).
+DNCF_FLAGS = cli.define_config_flags(
+    DefenseConfig(), rename={"lr": "learning_rate", "norm": "batch_norm"},
+    skip=("mode",),
+    notes={"epsilon": "On the images' 0-1 scale.",
+           "seed": "Also seeds the attacks."})
+for _name in DNCF_FLAGS:
+  flags.declare_key_flag(_name)
 
 STEM = "table1_cifar10"
 
@@ -110,13 +124,20 @@ def parse_lists():
 
 
 def defense_config(mode: str):
-  from dncf_jax import defense
-  cfg = defense.DefenseConfig(
-      iterations=FLAGS.iterations, beta=FLAGS.beta, rho=FLAGS.rho,
-      epsilon=FLAGS.epsilon, lr=FLAGS.lr, gamma=FLAGS.gamma, mode=mode,
-      channels=FLAGS.channels, seed=FLAGS.seed)
+  """The purifier's config of ``mode`` from the flags, validated."""
+  cfg = DefenseConfig.from_flat(**cli.config_values(DNCF_FLAGS), mode=mode)
   cfg.validate()
   return cfg
+
+
+def resolve(path: str, folder: str, flag: str) -> str:
+  """``path`` as given, or relative to ``folder``; errors name both tries."""
+  if os.path.exists(path):
+    return path
+  alt = os.path.join(folder, path)
+  if os.path.exists(alt):
+    return alt
+  raise FileNotFoundError(f"{flag} not found: {path} (also tried {alt})")
 
 
 # ---------------------------------------------------------------------------
@@ -174,6 +195,13 @@ def build_table(records: list[dict], attacks: list[str], defenses: list[str],
   return dict(rows=rows)
 
 
+# The purifier settings the table's note shows (flag names; a record may
+# hold the config's own field name).
+SHOWN = ("iterations", "channels", "learning_rate", "beta", "rho", "epsilon",
+         "gamma")
+SHOWN_ALIASES = {"learning_rate": "lr"}
+
+
 def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
   head = (["row", "images", "attack s", "acc. attacked"]
           + [f"acc. {d}" for d in defenses]
@@ -187,8 +215,7 @@ def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
     cells += [fmt(r["dncf_seconds_per_image"].get(d), 3) for d in DNCF
               if d in defenses]
     lines.append("| " + " | ".join(cells) + " |")
-  dncf = {k: {f: v[f] for f in ("iterations", "channels", "lr", "beta",
-                                 "rho", "epsilon", "gamma")}
+  dncf = {k: {f: v.get(f, v.get(SHOWN_ALIASES.get(f))) for f in SHOWN}
           for k, v in meta["dncf"].items()}
   notes = ["", "Accuracy in %; every image counted (also those the model "
            "gets wrong clean). DNCF settings: " + json.dumps(dncf)
@@ -213,15 +240,25 @@ def main(argv):
   atk_names, def_names, ada, ada_defs = parse_lists()
   cfgs = {"dncf_per_image": defense_config("per_image"),
           "dncf_shared": defense_config("shared")}
-  images, labels = dio.load_labelled_images(FLAGS.data, "--data")
+  if FLAGS.resume and FLAGS.overwrite:
+    raise ValueError("--resume continues the run in --output_dir, "
+                     "--overwrite replaces it: pass one of them")
+  jsonl = os.path.join(FLAGS.output_dir, f"{STEM}.jsonl")
+  table_json = os.path.join(FLAGS.output_dir, f"{STEM}.json")
+  if not FLAGS.resume:
+    cli.refuse_overwrite([table_json, jsonl], FLAGS.overwrite,
+                         "--resume (to continue that run) or another "
+                         "--output_dir")
+  data = resolve(FLAGS.input, FLAGS.data_dir, "--input")
+  weights = resolve(FLAGS.weights, FLAGS.models_dir, "--weights")
+  images, labels = dio.load_labelled_images(data, "--input")
   sel = select(len(images), FLAGS.limit)
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
   from dncf_jax import attacks, classifiers, defense, defense_baselines
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  jsonl = os.path.join(FLAGS.output_dir, f"{STEM}.jsonl")
-  meta = dict(data=os.path.abspath(FLAGS.data), images=sel.tolist(),
+  meta = dict(data=os.path.abspath(data), images=sel.tolist(),
               attacks=atk_names, defenses=def_names, adaptive=ada,
               adaptive_defenses=ada_defs,
               eot_samples=FLAGS.eot_samples, batch_size=FLAGS.batch_size,
@@ -246,7 +283,7 @@ def main(argv):
       json.dump(meta, f, indent=1)
   done = {(r["row"], r["indices"][0]) for r in records}
 
-  apply_fn, params = classifiers.load_resnet20(FLAGS.models)
+  apply_fn, params = classifiers.load_resnet20(weights)
   logits_fn = jax.jit(lambda x: apply_fn(params, x))
   predict = lambda x: np.argmax(np.asarray(logits_fn(x)), -1)
 
@@ -273,8 +310,17 @@ def main(argv):
              for i in range(0, len(sel), FLAGS.batch_size)]
   total = len(batches) * len(rows)
   n_done = sum(1 for b in batches for r in rows if (r, int(b[0])) in done)
+  n_done0 = n_done
   new_batches, t0, imgs0 = 0, time.perf_counter(), 0
   key = jax.random.key(FLAGS.seed)
+  record = cli.run_record()
+  print(f"defense: {len(sel)} images, {len(rows)} rows, {len(def_names)} "
+        f"defenses, {total - n_done} of {total} batch-rows to run, device "
+        f"{record['device']['kind']} ({record['device']['backend']})",
+        flush=True)
+  if n_done < total:
+    print("compiling (the first batch compiles the attacks and purifiers; "
+          "cached afterwards) ...", flush=True)
   with open(jsonl, "a") as out_f:
     for b, idx in enumerate(batches):
       todo = [r for r in rows if (r, int(idx[0])) not in done]
@@ -316,24 +362,52 @@ def main(argv):
         n_done += 1
       new_batches += 1
       imgs0 += len(idx)
-      rate = imgs0 / (time.perf_counter() - t0)
-      print(f"[{n_done}/{total} batch-rows] images {min((b + 1) * FLAGS.batch_size, len(sel))}"
-            f"/{len(sel)}  {rate:.2f} images/s (all rows)", flush=True)
+      elapsed = time.perf_counter() - t0
+      left = (total - n_done) * elapsed / max(n_done - n_done0, 1)
+      print(f"[{n_done}/{total} batch-rows] images "
+            f"{min((b + 1) * FLAGS.batch_size, len(sel))}/{len(sel)}, "
+            f"{cli.duration(elapsed)} elapsed, ETA {cli.duration(left)}, "
+            f"{imgs0 / elapsed:.2f} images/s (all rows)", flush=True)
       if FLAGS.stop_after_batches and new_batches >= FLAGS.stop_after_batches:
         print(f"stopped after {new_batches} batch(es); continue with --resume",
               flush=True)
         return
 
-  table = build_table(records, atk_names, def_names, ada)
+  table = dict(record, **build_table(records, atk_names, def_names, ada))
   table["meta"] = meta | dict(images=len(sel), argv=sys.argv[1:],
                               device=jax.devices()[0].device_kind,
                               num_devices=jax.device_count())
-  with open(os.path.join(FLAGS.output_dir, f"{STEM}.json"), "w") as f:
+  tmp = table_json + ".tmp"
+  with open(tmp, "w") as f:
     json.dump(table, f, indent=1)
+  os.replace(tmp, table_json)
   md = to_markdown(table, def_names, meta)
   with open(os.path.join(FLAGS.output_dir, f"{STEM}.md"), "w") as f:
     f.write(md)
-  print(md + f"wrote {FLAGS.output_dir}/{STEM}.md and .json", flush=True)
+  print(md, flush=True)
+  print(summary(table, time.perf_counter() - t0, table_json), flush=True)
+
+
+def summary(table: dict, seconds: float, path: str) -> str:
+  """The one-line summary of a finished table, numbers rounded."""
+  rows = {r["row"]: r for r in table["rows"]}
+  parts = [f"{table['meta']['images']} images, {len(rows)} rows"]
+  clean = rows.get("clean")
+  if clean is not None and clean["accuracy_attacked"] is not None:
+    parts.append(f"clean accuracy {clean['accuracy_attacked']:.1f} %")
+  attacked = [r for name, r in rows.items() if name != "clean"]
+  if attacked:
+    best = {}
+    for r in attacked:
+      for d, acc in r["defended"].items():
+        if acc is not None:
+          best.setdefault(d, []).append(acc)
+    if best:
+      d, accs = max(best.items(), key=lambda kv: min(kv[1]))
+      parts.append(f"worst-row accuracy of the strongest defense ({d}) "
+                   f"{min(accs):.1f} %")
+  parts.append(f"{seconds:.0f} s this run")
+  return "defense: " + ", ".join(parts) + f" -> {path}"
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
   assert p.returncode == 0, p.stderr[-3000:]
   assert "stopped after 1 batch" in p.stdout
   assert "images 4/8" in p.stdout and "images/s" in p.stdout
+  assert "compiling" in p.stdout and "ETA" in p.stdout
   assert not (tmp_path / "table1_cifar10.md").exists()
   # A line cut by the interruption is dropped on resume.
   with open(tmp_path / "table1_cifar10.jsonl", "a") as f:
@@ -55,6 +56,18 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
   assert rows["fgsm"]["dncf_seconds_per_image"]["dncf_shared"] > 0
   md = (tmp_path / "table1_cifar10.md").read_text()
   assert "| fgsm | 8 |" in md and "acc. dncf_shared" in md
+  assert '"learning_rate": 0.03' in md
+  assert table["schema_version"] == 1 and table["versions"]["jax"]
+  assert table["device"]["backend"] == "cpu" and "time" in table
+  assert p.stdout.strip().splitlines()[-1].startswith("defense: 8 images, 3 rows")
+  # A finished table is kept: without --resume or --overwrite nothing runs.
+  before = (tmp_path / "table1_cifar10.json").read_text()
+  p = _run(*args)
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  assert p.stderr.strip() == (f"error: {tmp_path}/table1_cifar10.json exists; "
+                              "pass --overwrite or --resume (to continue that "
+                              "run) or another --output_dir")
+  assert (tmp_path / "table1_cifar10.json").read_text() == before
   # Resuming with other settings is refused.
   p = _run(*args[:-1], "--iterations=3", f"--output_dir={tmp_path}", "--resume")
   assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(
@@ -63,7 +76,7 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
 
 @pytest.mark.parametrize("flag,msg", [
     ("--attacks=fgsm,nope", "unknown attack"),
-    ("--data=/nonexistent.npz", "not found"),
+    ("--input=/nonexistent.npz", "--input not found"),
     ("--iterations=0", "iterations"),
     ("--defenses=blur --adaptive_defenses=jpeg", "adaptive_defenses"),
 ])
