@@ -130,9 +130,10 @@ def compiled(key: Any, fn: Callable, *args, mesh: Optional[Mesh] = None
     jitted = jax.jit(fn)
   else:
     batch, whole = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-    shardings = jax.tree_util.tree_map(
-        lambda a: batch if np.ndim(a) else whole, args)
-    jitted = jax.jit(fn, in_shardings=shardings)
+    place = lambda tree: jax.tree_util.tree_map(
+        lambda a: batch if len(np.shape(a)) else whole, tree)
+    jitted = jax.jit(fn, in_shardings=place(args),
+                     out_shardings=place(jax.eval_shape(fn, *args)))
   program = jitted.lower(*args).compile()
   _CACHE[full] = program
   _COMPILES[0] += 1
@@ -142,7 +143,7 @@ def compiled(key: Any, fn: Callable, *args, mesh: Optional[Mesh] = None
 def free_bytes() -> Optional[int]:
   """Memory free for a program: the first device's, or the host's
   ``MemAvailable`` on CPU; ``None`` when unknown."""
-  stats = jax.devices()[0].memory_stats()
+  stats = jax.local_devices()[0].memory_stats()
   if stats and "bytes_limit" in stats:
     return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
   try:
@@ -269,16 +270,16 @@ def run(program: Callable, carry: Carry, inputs: PyTree, stop: int, *,
   stop_arr = jnp.asarray(stop, jnp.int32)
   t_start = time.perf_counter() if t_start is None else t_start
   t_loop = time.perf_counter()
-  it0 = np.asarray(jax.device_get(carry.it))[:n_real].copy()
+  it0 = host(carry.it)[:n_real].copy()
   cands = None
   while True:
-    before = np.asarray(jax.device_get(carry.it))[:n_real]
-    halted = np.asarray(jax.device_get(carry.halted))[:n_real]
+    before = host(carry.it)[:n_real]
+    halted = host(carry.halted)[:n_real]
     if not np.any((before < stop) & ~halted):
       break
     carry, stats, out, cands = program(carry, inputs, reference, stop_arr)
-    after = np.asarray(jax.device_get(carry.it))[:n_real]
-    stats, out = jax.device_get((stats, out))
+    after = host(carry.it)[:n_real]
+    stats, out = host((stats, out))
     _record(history, before, after, stats, out, cands, snapshot_every)
     if progress is not None:
       done = int(after.max())
@@ -309,8 +310,7 @@ def _record(history: History, before, after, stats, out, cands,
       ck.setdefault(k, []).append(np.asarray(v)[b])
     if snapshot_every and after[b] % snapshot_every == 0:
       history.snapshots[b]["iteration"].append(int(after[b]))
-      history.snapshots[b]["images"].append(
-          np.clip(np.asarray(cands[b]), 0, 1))
+      history.snapshots[b]["images"].append(np.clip(host(cands)[b], 0, 1))
 
 
 def history_arrays(history: History, b: int) -> dict:
@@ -388,10 +388,16 @@ def shard(tree: PyTree, mesh: Optional[Mesh]) -> PyTree:
 
 
 def gather(tree: PyTree) -> PyTree:
-  """Every leaf as a whole host array (all hosts get all of it)."""
+  """Every leaf whole on every process (a collective under
+  ``jax.distributed``: every process calls it at the same point)."""
   def get(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
       from jax.experimental import multihost_utils
       a = multihost_utils.process_allgather(a, tiled=True)
     return a
   return jax.tree_util.tree_map(get, tree)
+
+
+def host(tree: PyTree) -> PyTree:
+  """:func:`gather`, then every leaf as a NumPy array."""
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(gather(tree)))

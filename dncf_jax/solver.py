@@ -412,7 +412,7 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
                           total=total, t_start=t_start, mesh=mesh)
   carry, cands, s = run(method, carry, prob, config.iterations)
   compile_s += s
-  halted = np.asarray(jax.device_get(carry.halted))[:n]
+  halted = engine.host(carry.halted)[:n]
   if config.feature_iterations and not np.all(halted):
     fmethod = DNCF(config, scene, "features")
     enter, s = engine.compiled((fmethod, "enter"),
@@ -430,8 +430,8 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
 
 def _run_phase(method: DNCF, carry, prob, stop: int, *, ref, history, n,
                snapshot_every, progress, total, t_start, mesh):
-  length = min(method.config.select.checkpoint_every, stop - int(
-      np.min(jax.device_get(carry.it))))
+  length = min(method.config.select.checkpoint_every,
+               stop - int(np.min(engine.host(carry.it))))
   program, compile_s = engine.compiled(
       (method, "chunk", length, ref is not None),
       engine.batch_chunk(method, length, ref is not None),
@@ -462,6 +462,6 @@ def _result(state: State, cands, history: engine.History, b: int,
       candidates={name: np.asarray(jnp.clip(c, 0, 1))
                   for name, c in zip(select.CANDIDATES, cands[b])},
       history=hist,
-      noise_sigma=float(np.asarray(jax.device_get(sigma))[b]),
+      noise_sigma=float(np.asarray(sigma)[b]),
       seconds=seconds, compile_seconds=compile_seconds,
       params=take(state.params), y=np.asarray(state.y[b]))
