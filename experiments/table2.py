@@ -15,6 +15,8 @@ for ``--seeds`` seeds, and writes
 
 The JSON is rewritten after every run; ``--resume`` skips the runs it
 already holds with the same settings, so an interrupted table continues.
+An earlier table in ``--output_dir`` is never replaced without
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ flags.DEFINE_enum("profile", "cpu_small", list(runs.PROFILES),
 flags.DEFINE_list("tasks", list(runs.TASKS), "Tasks (rows); vase is figure only.")
 flags.DEFINE_list("methods", list(runs.METHODS), "Methods (columns).")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..n-1 per stochastic method.")
-flags.DEFINE_string("output_dir", "results", "Where the table and figures go.")
+flags.DEFINE_string("output_dir", "outputs", "Where the table and figures go.")
 flags.DEFINE_string("data_dir", dio.default_data_dir(),
-                    "Folder of the shared data (../shared/data).")
+                    "Data folder (default: $DNCF_DATA, ../shared/data, "
+                    "~/.cache/dncf_jax/data).")
 flags.DEFINE_boolean("resume", False, "Keep the runs already in the JSON "
                      "(same settings) and run only the missing ones.")
+flags.DEFINE_boolean("overwrite", False, "Start again, replacing the table "
+                     "in --output_dir (an earlier table there stops the "
+                     "command before any work unless --resume, --report_only "
+                     "or --overwrite).")
 flags.DEFINE_boolean("report_only", False, "Run nothing: write the table "
                      "and figures from the JSON of an earlier run (cells it "
                      "lacks show 'not run yet' or fewer seeds).")
@@ -55,8 +62,7 @@ flags.DEFINE_integer("deepred_iterations", None,
                      "Override DeepRED's iterations.")
 flags.DEFINE_integer("tv_iterations", None, "Override TV's FISTA iterations.")
 flags.DEFINE_integer("net_channels", None, "Override the DIP / DeepRED width.")
-flags.DEFINE_string("compilation_cache",
-                    os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
+flags.DEFINE_string("compilation_cache", cli.default_cache_dir(),
                     "JAX's persistent compilation cache. Empty: off.")
 
 
@@ -98,24 +104,28 @@ def run_all(prof, tasks, methods, seeds, over, done: dict, payload: dict,
             json_path: str) -> None:
   """Every missing (task, method, seed); the JSON is rewritten after each."""
   os.makedirs(run_dir(prof), exist_ok=True)
-  for task in tasks:
-    inputs = runs.task_input(task, prof, FLAGS.data_dir)
-    for method in methods:
-      if not runs.applies(method, task):
-        continue
-      for seed in seeds_for(task, method, seeds):
-        key = f"{task}/{method}/{seed}"
-        npz = os.path.join(run_dir(prof), f"{task}_{method}_s{seed}.npz")
-        if (key in done and same_settings(done[key], prof, over)
-            and os.path.isfile(npz)):
-          print(f"{key}: kept from the previous run", flush=True)
-          continue
-        run = runs.run_one(task, method, seed, prof, inputs, over)
-        save_arrays(npz, run)
-        done[key] = report.jsonable(run.record)
-        payload["runs"] = done
-        report.write_json(json_path, payload)
-        print(f"{key}: {report.describe(run.record)}", flush=True)
+  cells = [(t, m, s) for t in tasks for m in methods if runs.applies(m, t)
+           for s in seeds_for(t, m, seeds)]
+  t0 = time.perf_counter()
+  inputs = {}
+  for i, (task, method, seed) in enumerate(cells):
+    key = f"{task}/{method}/{seed}"
+    npz = os.path.join(run_dir(prof), f"{task}_{method}_s{seed}.npz")
+    if (key in done and same_settings(done[key], prof, over)
+        and os.path.isfile(npz)):
+      print(f"{key}: kept from the previous run", flush=True)
+      continue
+    if task not in inputs:
+      inputs = {task: runs.task_input(task, prof, FLAGS.data_dir)}
+    print(f"[{i + 1}/{len(cells)}] {key}: running (compiling first unless "
+          f"cached) ...", flush=True)
+    run = runs.run_one(task, method, seed, prof, inputs[task], over)
+    save_arrays(npz, run)
+    done[key] = report.jsonable(run.record)
+    payload["runs"] = done
+    report.write_json(json_path, payload)
+    print(f"{key}: {report.describe(run.record)}; "
+          f"{cli.duration(time.perf_counter() - t0)} elapsed", flush=True)
 
 
 def same_settings(rec: dict, prof, over) -> bool:
@@ -190,19 +200,26 @@ def main(argv):
   if not os.path.isdir(os.path.join(FLAGS.data_dir, "dip")):
     raise FileNotFoundError(f"no dip/ images under --data_dir={FLAGS.data_dir} "
                             "(the shared data folder, ../shared/data)")
-  import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  cli.use_compilation_cache(FLAGS.compilation_cache)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
   stem = os.path.join(FLAGS.output_dir, f"table2_{prof.name}")
   if FLAGS.report_only and not os.path.isfile(stem + ".json"):
     raise FileNotFoundError(f"--report_only: no {stem}.json to report from "
                             "(run the table first)")
+  if FLAGS.overwrite and (FLAGS.resume or FLAGS.report_only):
+    raise ValueError("--overwrite starts the table again: it goes with "
+                     "neither --resume nor --report_only")
+  if not (FLAGS.resume or FLAGS.report_only):
+    cli.refuse_overwrite([stem + ".json"], FLAGS.overwrite,
+                         "--resume (to continue that table) or another "
+                         "--output_dir")
+  import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
+  cli.use_compilation_cache(FLAGS.compilation_cache)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
   keep = FLAGS.resume or FLAGS.report_only
   done = report.load_previous(stem + ".json", prof.name) if keep else {}
   settings = dict(seeds=list(range(FLAGS.seeds)), tasks=tasks, methods=methods,
                   overrides=over, device=jax.devices()[0].device_kind,
                   command="python -m experiments.table2 " + " ".join(sys.argv[1:]))
-  payload = dict(profile=prof.name, settings=settings,
+  payload = dict(cli.run_record(), profile=prof.name, settings=settings,
                  header=report.header_lines(prof, settings), runs=done)
   print(f"table2: profile {prof.name}, tasks {tasks}, methods {methods}, "
         f"{FLAGS.seeds} seed(s), device {settings['device']}", flush=True)
@@ -221,9 +238,9 @@ def main(argv):
     f.write(report.markdown(prof, settings, cells, shown_tasks, shown_methods))
   figs = write_figures(prof, shown_tasks, shown_methods,
                        os.path.join(FLAGS.output_dir, "figures"), shown)
-  print(f"wrote {stem}.md, {stem}.json and {len(figs)} figures in "
-        f"{FLAGS.output_dir}/figures ({time.perf_counter() - t0:.0f} s)",
-        flush=True)
+  print(f"table2: {len(shown)} runs in the table, "
+        f"{cli.duration(time.perf_counter() - t0)} -> {stem}.md, .json and "
+        f"{len(figs)} figures in {FLAGS.output_dir}/figures", flush=True)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ def test_tiny_table_every_cell_figures_and_resume(data_dir, tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
   table = _check_table(tmp_path, DEFAULT_TASKS)
   _check_figures(tmp_path, DEFAULT_TASKS)
+  assert table["schema_version"] == 1 and table["versions"]["jax"]
+  assert p.stdout.strip().splitlines()[-1].startswith("table2: ")
+  # The finished table is kept: without --resume or --overwrite nothing runs.
+  p = _table(tasks, f"--output_dir={tmp_path}", f"--data_dir={data_dir}")
+  assert p.returncode == 2 and p.stderr.strip() == (
+      f"error: {tmp_path}/table2_tiny.json exists; pass --overwrite or "
+      "--resume (to continue that table) or another --output_dir")
+  assert json.loads((tmp_path / "table2_tiny.json").read_text()) == table
   # Resumed with the same settings: nothing runs again, same table.
   p = _table(tasks, f"--output_dir={tmp_path}", f"--data_dir={data_dir}",
              "--resume")
