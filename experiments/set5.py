@@ -11,13 +11,15 @@ principle), and the command writes
 * ``<output_dir>/set5_<profile>.md``: per task, rows = images and their
   mean, columns = methods, the blind PSNR with the oracle beside it;
 * ``<output_dir>/set5_<profile>.json``: every run's record, rewritten after
-  each run (``--resume`` keeps runs made with the same settings).
+  each run (``--resume`` keeps runs made with the same settings; an earlier
+  table is never replaced without ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Optional
 
 from absl import flags
@@ -36,13 +38,18 @@ flags.DEFINE_enum("profile", "cpu_small", ["cpu_small", "tiny"],
 flags.DEFINE_list("tasks", list(dio.SET5_TASKS), "Among denoise, sr.")
 flags.DEFINE_list("methods", ["dncf", "tv", "bicubic"],
                   f"Among {METHODS} (bicubic: SR only).")
-flags.DEFINE_integer("images", 5, "Use the first n images (sorted names).")
-flags.DEFINE_string("output_dir", "results", "Where the table goes.")
+flags.DEFINE_integer("limit", 5, "Use the first n images (sorted names).")
+flags.DEFINE_string("output_dir", "outputs", "Where the table goes.")
 flags.DEFINE_string("data_dir", dio.default_data_dir(),
-                    "Folder of the shared data (../shared/data).")
-flags.DEFINE_boolean("resume", False, "Keep the runs already in the JSON.")
-flags.DEFINE_string("compilation_cache",
-                    os.path.join(os.path.expanduser("~"), ".cache", "dncf_jax"),
+                    "Data folder (default: $DNCF_DATA, ../shared/data, "
+                    "~/.cache/dncf_jax/data).")
+flags.DEFINE_boolean("resume", False, "Keep the runs already in the JSON "
+                     "(same settings) and run only the missing ones.")
+flags.DEFINE_boolean("overwrite", False, "Start again, replacing the table "
+                     "in --output_dir (an earlier table there stops the "
+                     "command before any work unless --resume or "
+                     "--overwrite).")
+flags.DEFINE_string("compilation_cache", cli.default_cache_dir(),
                     "JAX's persistent compilation cache. Empty: off.")
 
 
@@ -87,38 +94,51 @@ def main(argv):
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   tasks = runs.check_choice("task", FLAGS.tasks, dio.SET5_TASKS)
   methods = runs.check_choice("method", FLAGS.methods, METHODS)
-  if not 1 <= FLAGS.images <= 5:
-    raise ValueError(f"--images must be in 1..5, got {FLAGS.images}")
+  if not 1 <= FLAGS.limit <= 5:
+    raise ValueError(f"--limit must be in 1..5, got {FLAGS.limit}")
+  if FLAGS.resume and FLAGS.overwrite:
+    raise ValueError("--resume continues the table in --output_dir, "
+                     "--overwrite replaces it: pass one of them")
   prof = runs.profile(FLAGS.profile)
-  inputs = {t: dio.set5_inputs(t, FLAGS.data_dir)[:FLAGS.images] for t in tasks}
+  stem = os.path.join(FLAGS.output_dir, f"set5_{prof.name}")
+  if not FLAGS.resume:
+    cli.refuse_overwrite([stem + ".json"], FLAGS.overwrite,
+                         "--resume (to continue that table) or another "
+                         "--output_dir")
+  inputs = {t: dio.set5_inputs(t, FLAGS.data_dir)[:FLAGS.limit] for t in tasks}
   if prof.crop:
     inputs = {t: [(n, runs.crop_input(t, i, prof.crop)) for n, i in v]
               for t, v in inputs.items()}
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
   cli.use_compilation_cache(FLAGS.compilation_cache)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  stem = os.path.join(FLAGS.output_dir, f"set5_{prof.name}")
   done = report.load_previous(stem + ".json", prof.name) if FLAGS.resume else {}
-  payload = dict(profile=prof.name, device=jax.devices()[0].device_kind,
+  payload = dict(cli.run_record(), profile=prof.name,
                  command="python -m experiments.set5 " + " ".join(sys.argv[1:]),
                  runs=done)
-  for task in tasks:
-    for m in methods:
-      if not runs.applies(m, task):
-        continue
-      for name, inp in inputs[task]:
-        key = f"{task}/{m}/{name}"
-        cfg = report.jsonable(runs.cell_config(task, m, 0, prof, {}))
-        if key in done and done[key].get("settings") == cfg:
-          continue
-        run = runs.run_one(task, m, 0, prof, inp, {})
-        done[key] = report.jsonable(dict(run.record, image=name, settings=cfg))
-        report.write_json(stem + ".json", payload)
-        print(f"{key}: {report.describe(run.record)}", flush=True)
+  print(f"set5: profile {prof.name}, tasks {tasks}, methods {methods}, "
+        f"{FLAGS.limit} image(s), device {jax.devices()[0].device_kind}",
+        flush=True)
+  cells = [(t, m, n, inp) for t in tasks for m in methods if runs.applies(m, t)
+           for n, inp in inputs[t]]
+  t0 = time.perf_counter()
+  for i, (task, m, name, inp) in enumerate(cells):
+    key = f"{task}/{m}/{name}"
+    cfg = report.jsonable(runs.cell_config(task, m, 0, prof, {}))
+    if key in done and done[key].get("settings") == cfg:
+      continue
+    print(f"[{i + 1}/{len(cells)}] {key}: running (compiling first unless "
+          f"cached) ...", flush=True)
+    run = runs.run_one(task, m, 0, prof, inp, {})
+    done[key] = report.jsonable(dict(run.record, image=name, settings=cfg))
+    report.write_json(stem + ".json", payload)
+    print(f"{key}: {report.describe(run.record)}; "
+          f"{cli.duration(time.perf_counter() - t0)} elapsed", flush=True)
   names = [n for n, _ in inputs[tasks[0]]]
   with open(stem + ".md", "w") as f:
     f.write(markdown(prof.name, done, tasks, methods, names))
-  print(f"wrote {stem}.md and .json")
+  print(f"set5: {len(done)} runs, {cli.duration(time.perf_counter() - t0)} "
+        f"-> {stem}.md and .json", flush=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _run(tmp_path, *args):
 
 
 def test_set5_command_tiny(tmp_path, data_dir):
-  p = _run(tmp_path, "--images=2", "--tasks=denoise,sr",
+  p = _run(tmp_path, "--limit=2", "--tasks=denoise,sr",
            "--methods=dncf,bicubic")
   assert p.returncode == 0, p.stderr[-3000:]
   runs = json.loads((tmp_path / "set5_tiny.json").read_text())["runs"]
@@ -60,14 +60,17 @@ def test_set5_command_tiny(tmp_path, data_dir):
   assert "## denoise" in md and "## sr" in md and "**mean**" in md
   mean = np.mean([runs["sr/bicubic/baby"]["psnr"], runs["sr/bicubic/bird"]["psnr"]])
   assert f"**{mean:.2f}**" in md
-  # --resume re-runs nothing.
-  p = _run(tmp_path, "--images=2", "--tasks=denoise,sr",
+  # --resume re-runs nothing; without it (or --overwrite) nothing runs.
+  p = _run(tmp_path, "--limit=2", "--tasks=denoise,sr",
            "--methods=dncf,bicubic", "--resume")
   assert p.returncode == 0 and "dncf/baby:" not in p.stdout
+  p = _run(tmp_path, "--limit=2", "--tasks=denoise,sr", "--methods=dncf,bicubic")
+  assert p.returncode == 2 and p.stderr.strip().startswith(
+      f"error: {tmp_path}/set5_tiny.json exists; pass --overwrite or --resume")
 
 
 def test_set5_bad_flags(tmp_path):
-  for bad in ("--methods=foo", "--tasks=inpaint1", "--images=9"):
+  for bad in ("--methods=foo", "--tasks=inpaint1", "--limit=9"):
     p = _run(tmp_path, bad)
     assert p.returncode == 2 and p.stderr.strip().startswith("error:"), bad
 
@@ -77,17 +80,20 @@ def test_gallery_command_tiny(tmp_path, data_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
              XLA_FLAGS="--xla_backend_optimization_level=0")
   out = tmp_path / "g.png"
-  p = subprocess.run(
-      [sys.executable, "-m", "experiments.gallery", "--profile=tiny",
-       "--tasks=sr,flash", f"--output={out}",
-       f"--compilation_cache={ROOT}/.jax_cache"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  args = [sys.executable, "-m", "experiments.gallery", "--profile=tiny",
+          "--tasks=sr,flash", f"--output_dir={tmp_path}", "--name=g",
+          f"--compilation_cache={ROOT}/.jax_cache"]
+  p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=600)
   assert p.returncode == 0, p.stderr[-3000:]
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  nums = json.loads((tmp_path / "g.json").read_text())["tasks"]
+  payload = json.loads((tmp_path / "g.json").read_text())
+  nums = payload["tasks"]
   assert set(nums) == {"sr", "flash"} and nums["sr"]["psnr"] > 10
   assert nums["flash"]["psnr"] is None and nums["flash"]["mse"] < 0.1
-  p = subprocess.run([sys.executable, "-m", "experiments.gallery",
-                      "--output=g.jpg"], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=120)
-  assert p.returncode == 2 and "error: --output must be a .png" in p.stderr
+  assert payload["schema_version"] == 1 and payload["device"]["kind"]
+  # The figure is kept unless --overwrite.
+  p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=120)
+  assert p.returncode == 2 and p.stderr.strip() == (
+      f"error: {out} exists; pass --overwrite or another --name/--output_dir")
