@@ -3,7 +3,8 @@
 Trains FICNN, PICNN and CVXR-Net on seeded 2-D sets and writes to
 ``--output_dir``: ``regions.png`` (rows = nets, columns = sets, as Figure 7),
 ``gamma_sweep.png`` (CVXR-Net's regions for each gamma), ``results.md``
-and ``results.json`` (accuracy, convexity report, gamma sweep).
+and ``results.json`` (accuracy, convexity report, gamma sweep). Earlier
+results there are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dncf_jax import convex_nets as cn
 from dncf_jax import toy_data
 from experiments import cli
 
-flags.DEFINE_integer("steps", 2000, "Adam steps per net (full batch).")
+flags.DEFINE_integer("iterations", 2000, "Adam steps per net (full batch).")
 flags.DEFINE_integer("seed", 0, "Seed of the data sets, the inits and the "
                      "Jensen segments.")
 flags.DEFINE_string("datasets", ",".join(toy_data.NAMES),
@@ -31,15 +32,19 @@ flags.DEFINE_string("gammas", "0,0.01,0.1,1,hard", "CVXR-Net's gamma sweep: "
 flags.DEFINE_float("cvxr_gamma", 0.1, "CVXR-Net's gamma in the Figure 7 grid.")
 flags.DEFINE_enum("coverage", "all", list(cn.COVERAGES), "CVXR-Net's penalised "
                   "z-path kernels: all, or the upper (top) layer only.")
-flags.DEFINE_boolean("adaptive", False, "CVXR-Net: gamma <- gamma/4 whenever "
-                     "the penalty exceeds the data loss.")
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.DEFINE_boolean("adaptive_gamma", False, "CVXR-Net: gamma <- gamma/4 "
+                     "whenever the penalty exceeds the data loss.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_integer("hidden", 200, "Units per hidden layer.")
 flags.DEFINE_integer("points", 600, "Points per set (half train, half test).")
 flags.DEFINE_integer("segments", 1000, "Random segments of the Jensen check.")
-flags.DEFINE_boolean("small", False, "Quick run: 200 steps, 32 units, 200 "
-                     "points, 200 segments.")
-flags.DEFINE_string("output_dir", "results/convexify", "Where results are written.")
+flags.DEFINE_boolean("small", False, "Quick run: 200 iterations, 32 units, "
+                     "200 points, 200 segments.")
+flags.DEFINE_string("output_dir", os.path.join("outputs", "convexify"),
+                    "Where results are written.")
+flags.DEFINE_boolean("overwrite", False, "Replace the results in "
+                     "--output_dir (without it the command stops before any "
+                     "work).")
 FLAGS = flags.FLAGS
 
 NET_TITLES = dict(ficnn="FICNN", picnn="PICNN", cvxr="CVXR-Net")
@@ -65,13 +70,15 @@ def parse_gammas(text: str) -> list:
 
 
 def _settings() -> tuple[cn.ConvexConfig, int, int]:
-  steps, hidden, points, segments = (FLAGS.steps, FLAGS.hidden, FLAGS.points,
-                                     FLAGS.segments)
+  steps, hidden, points, segments = (FLAGS.iterations, FLAGS.hidden,
+                                     FLAGS.points, FLAGS.segments)
   if FLAGS.small:
     steps, hidden, points, segments = 200, 32, 200, 200
-  base = cn.ConvexConfig(hidden=hidden, layers=2, steps=steps, lr=FLAGS.lr,
-                         gamma=FLAGS.cvxr_gamma, coverage=FLAGS.coverage,
-                         adaptive=FLAGS.adaptive, seed=FLAGS.seed).validate()
+  base = cn.ConvexConfig(hidden=hidden, layers=2, steps=steps,
+                         lr=FLAGS.learning_rate, gamma=FLAGS.cvxr_gamma,
+                         coverage=FLAGS.coverage,
+                         adaptive=FLAGS.adaptive_gamma,
+                         seed=FLAGS.seed).validate()
   if points < 8 or segments < 1:
     raise ValueError(f"--points must be >= 8 and --segments >= 1, got "
                      f"{points} and {segments}")
@@ -183,10 +190,15 @@ def main(argv):
   sets = toy_data.parse_names(FLAGS.datasets)
   gammas = parse_gammas(FLAGS.gammas)
   base, points, segments = _settings()
+  names = ("regions.png", "gamma_sweep.png", "results.md", "results.json")
+  cli.refuse_overwrite([os.path.join(FLAGS.output_dir, n) for n in names],
+                       FLAGS.overwrite, "another --output_dir")
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
-  print(f"convexify: sets {sets}, {base.steps} steps, {base.hidden} units, "
-        f"device {jax.devices()[0].device_kind}", flush=True)
+  record = cli.run_record()
+  print(f"convexify: sets {sets}, {base.steps} iterations, {base.hidden} "
+        f"units, device {record['device']['kind']}; each net compiles "
+        f"first ...", flush=True)
   t0 = time.perf_counter()
   data = {s: toy_data.make(s, n=points, seed=FLAGS.seed) for s in sets}
   done: dict = {}  # canonical config -> Fit, so equal runs are trained once
@@ -206,14 +218,15 @@ def main(argv):
       main_rows[net][name] = e = _entry(f, data[name], segments, FLAGS.seed)
       print(f"  {name:8s} {NET_TITLES[net]:8s} train {e['train_accuracy']:.3f} "
             f"test {e['test_accuracy']:.3f} Jensen {e['convexity']['jensen_rate']:.3f} "
-            f"({f.seconds:.1f} s)", flush=True)
+            f"({f.seconds:.1f} s; {cli.duration(time.perf_counter() - t0)} "
+            f"elapsed)", flush=True)
     for g in gammas:
       f = fits[(_label(g), name)] = run(_sweep_config(base, g), name)
       sweep_rows.setdefault(_label(g), {})[name] = e = _entry(
           f, data[name], segments, FLAGS.seed)
       print(f"  {name:8s} CVXR {_label(g):18s} test {e['test_accuracy']:.3f} "
-            f"Jensen {e['convexity']['jensen_rate']:.3f} ({f.seconds:.1f} s)",
-            flush=True)
+            f"Jensen {e['convexity']['jensen_rate']:.3f} ({f.seconds:.1f} s; "
+            f"{cli.duration(time.perf_counter() - t0)} elapsed)", flush=True)
 
   out = FLAGS.output_dir
   _figure(os.path.join(out, "regions.png"), data, sets, fits,
@@ -227,13 +240,18 @@ def main(argv):
     fh.write(f"Command: `{cmd}`"
              f" ({seconds:.0f} s, {jax.devices()[0].device_kind})\n\n" + table)
   with open(os.path.join(out, "results.json"), "w") as fh:
-    json.dump(dict(datasets=sets, gammas=[str(g) for g in gammas],
+    json.dump(dict(record, datasets=sets, gammas=[str(g) for g in gammas],
                    nets=main_rows, gamma_sweep=sweep_rows, seconds=seconds,
                    points=points, segments=segments, argv=sys.argv[1:],
                    convention="energy, prediction = argmin over one-hot labels"),
               fh, indent=2, default=float)
-  print(table + f"wrote {out}/regions.png, gamma_sweep.png, results.md, "
-        f"results.json ({seconds:.0f} s)", flush=True)
+  print(table, flush=True)
+  mean = {t: np.mean([main_rows[n][s]["test_accuracy"] for s in sets])
+          for n, t in NET_TITLES.items()}
+  print("convexify: mean test accuracy " + ", ".join(
+      f"{t} {a:.3f}" for t, a in mean.items())
+      + f", {cli.duration(seconds)} -> {out}/results.json, results.md, "
+      "regions.png, gamma_sweep.png", flush=True)
 
 
 if __name__ == "__main__":

@@ -199,3 +199,10 @@ def test_cli_small_run_writes_figure_table_and_json(tmp_path):
   hard = out["gamma_sweep"]["hard (projection)"]["moons"]
   assert hard["test_accuracy"] == out["nets"]["ficnn"]["moons"]["test_accuracy"]
   assert "| FICNN |" in (tmp_path / "results.md").read_text()
+  assert out["schema_version"] == 1 and out["versions"]["jax"]
+  assert p.stdout.strip().splitlines()[-1].startswith("convexify: mean test")
+  p = _cli("--small", "--datasets=moons", "--gammas=hard",
+           f"--output_dir={tmp_path}")
+  assert p.returncode == 2 and p.stderr.strip() == (
+      f"error: {tmp_path}/regions.png exists; pass --overwrite or another "
+      "--output_dir")
