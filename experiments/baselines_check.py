@@ -1,8 +1,8 @@
 """Hand checks of the baselines on the cpu-small denoise input (BENCHMARKS.md).
 
-    python -m experiments.baselines_check tv                 # TV weight sweep
-    python -m experiments.baselines_check dip 32 400 25      # DIP, channels, its, ckpt
-    python -m experiments.baselines_check deepred 32 400 25  # DeepRED + TV
+    python -m experiments.baselines_check --method=tv       # TV weight sweep
+    python -m experiments.baselines_check --method=dip --channels=32 --iterations=400
+    python -m experiments.baselines_check --method=deepred --iterations=400
 
 Prints one line per weight / checkpoint (the PSNR columns are ORACLE:
 they need the ground truth). Writes nothing.
@@ -10,15 +10,29 @@ they need the ground truth). Writes nothing.
 
 from __future__ import annotations
 
-import sys
 import time
 
-import jax
+from absl import app, flags
 import numpy as np
 
+from experiments import cli
 from dncf_jax import baselines as bl
 from dncf_jax import io as dio
 from dncf_jax import metrics, physics
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("method", "tv", ["tv", "dip", "deepred"], "tv: the blind "
+                  "and oracle TV weights against scikit-image's; dip, "
+                  "deepred: a run with the oracle PSNR at every checkpoint.")
+flags.DEFINE_integer("channels", 32, "Width of the DIP / DeepRED net.")
+flags.DEFINE_integer("iterations", 400, "DIP / DeepRED iterations.")
+flags.DEFINE_integer("checkpoint_every", 25, "Score and print every n "
+                     "iterations.")
+flags.DEFINE_string("data_dir", dio.default_data_dir(),
+                    "Data folder (default: $DNCF_DATA, ../shared/data, "
+                    "~/.cache/dncf_jax/data).")
+flags.DEFINE_string("compilation_cache", cli.default_cache_dir(),
+                    "JAX's persistent compilation cache. Empty: off.")
 
 
 def tv_sweep(obs, gt):
@@ -38,6 +52,7 @@ def tv_sweep(obs, gt):
 
 
 def net_run(kind, obs, gt, channels, iterations, every):
+  import jax
   if kind == "dip":
     cfg = bl.dip_config("denoise", channels=channels, iterations=iterations,
                         checkpoint_every=every)
@@ -47,11 +62,13 @@ def net_run(kind, obs, gt, channels, iterations, every):
                             iterations=iterations, checkpoint_every=every,
                             denoiser_weight=0.02)
     run = bl.deepred_restore
+  print("compiling (first run of this shape; cached afterwards) ...",
+        flush=True)
   r = run(obs, physics.Denoise(), cfg, jax.random.key(0), reference=gt,
           progress=lambda i: print(
-              f"it {i['iteration']:5d}  {i['its_per_second']:.2f} it/s  "
-              f"loss {i['loss']:.5f}  oracle PSNR " + "  ".join(
-                  f"{k} {v:.2f}" for k, v in i["psnr"].items()), flush=True))
+              f"{cli.progress_line(i)}, loss {i['loss']:.5f}, oracle PSNR "
+              + " ".join(f"{k}={v:.2f}" for k, v in i["psnr"].items()),
+              flush=True))
   loop = r.seconds - r.compile_seconds
   print(f"{kind}: {channels} channels, {iterations} its: returned "
         f"({r.chosen}) {metrics.psnr(r.image, gt):.2f} dB; "
@@ -64,14 +81,20 @@ def net_run(kind, obs, gt, channels, iterations, every):
 
 
 def main(argv):
-  inp = dio.benchmark_input("denoise", dio.default_data_dir())
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if min(FLAGS.channels, FLAGS.iterations, FLAGS.checkpoint_every) < 1:
+    raise ValueError("--channels, --iterations and --checkpoint_every must "
+                     "be >= 1")
+  inp = dio.benchmark_input("denoise", FLAGS.data_dir)
   obs, gt = inp["observation"], inp["ground_truth"]
-  if argv[1] == "tv":
+  cli.use_compilation_cache(FLAGS.compilation_cache)
+  if FLAGS.method == "tv":
     tv_sweep(obs, gt)
   else:
-    channels, its, every = (int(a) for a in argv[2:5])
-    net_run(argv[1], obs, gt, channels, its, every)
+    net_run(FLAGS.method, obs, gt, FLAGS.channels, FLAGS.iterations,
+            FLAGS.checkpoint_every)
 
 
 if __name__ == "__main__":
-  main(sys.argv)
+  cli.run_main(main)
