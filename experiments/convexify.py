@@ -29,7 +29,8 @@ flags.DEFINE_string("datasets", ",".join(toy_data.NAMES),
                     "Comma-separated sets: " + ", ".join(toy_data.NAMES) + ".")
 flags.DEFINE_string("gammas", "0,0.01,0.1,1,hard", "CVXR-Net's gamma sweep: "
                     "comma-separated values >= 0, 'hard' for the projection.")
-flags.DEFINE_float("cvxr_gamma", 0.1, "CVXR-Net's gamma in the Figure 7 grid.")
+flags.DEFINE_float("gamma", 0.1, "CVXR-Net's penalty weight in the Figure 7 "
+                   "grid.")
 flags.DEFINE_enum("coverage", "all", list(cn.COVERAGES), "CVXR-Net's penalised "
                   "z-path kernels: all, or the upper (top) layer only.")
 flags.DEFINE_boolean("adaptive_gamma", False, "CVXR-Net: gamma <- gamma/4 "
@@ -75,7 +76,7 @@ def _settings() -> tuple[cn.ConvexConfig, int, int]:
   if FLAGS.small:
     steps, hidden, points, segments = 200, 32, 200, 200
   base = cn.ConvexConfig(hidden=hidden, layers=2, steps=steps,
-                         lr=FLAGS.learning_rate, gamma=FLAGS.cvxr_gamma,
+                         lr=FLAGS.learning_rate, gamma=FLAGS.gamma,
                          coverage=FLAGS.coverage,
                          adaptive=FLAGS.adaptive_gamma,
                          seed=FLAGS.seed).validate()
