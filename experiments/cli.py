@@ -166,6 +166,39 @@ def progress_line(info: dict) -> str:
           f"{info['its_per_second']:.2f} it/s")
 
 
+def stop_reason(ran: int, budget: int, sigma255: float, tau: float,
+                early_stop: bool) -> tuple[bool, str]:
+  """(stopped early, why) of a DNCF run that ran ``ran`` of ``budget``
+  iterations with noise level ``sigma255`` (0-255 scale)."""
+  if ran < budget:
+    return True, (f"stopped early at iteration {ran} of {budget}: the "
+                  f"discrepancy principle was met (residual <= tau sigma^2, "
+                  f"tau {tau:g}, sigma {sigma255:.1f}/255)")
+  if not early_stop:
+    why = "early stopping off"
+  elif sigma255 == 0:
+    why = "noiseless task: no stopping rule, the best fit is returned"
+  else:
+    why = f"the discrepancy principle was not met, sigma {sigma255:.1f}/255"
+  return False, f"ran the full budget of {budget} iterations ({why})"
+
+
+def summary(name: str, out: dict, path: str) -> str:
+  """The one-line summary of a photo command's result ``out``, rounded:
+  ``denoise: PSNR 28.41 dB, SSIM 0.812, chose ema f(y) @ 240, 31.2 s
+  (compile 20.1 s) -> outputs/denoise.json``."""
+  parts = []
+  if out.get("psnr") is not None:
+    parts.append(f"PSNR {out['psnr']:.2f} dB")
+  if out.get("ssim") is not None:
+    parts.append(f"SSIM {out['ssim']:.3f}")
+  if out.get("psnr") is None and out.get("mse_to_observation") is not None:
+    parts.append(f"MSE to the observation {out['mse_to_observation']:.2e}")
+  parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}")
+  parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
+  return f"{name}: " + ", ".join(parts) + f" -> {path}"
+
+
 # ---------------------------------------------------------------------------
 # Flags from a config dataclass
 # ---------------------------------------------------------------------------

@@ -169,39 +169,6 @@ def progress_printer(log_every: int):
   return show
 
 
-def stop_reason(result, cfg: dn.DNCFConfig) -> tuple[bool, str]:
-  """(stopped early, why) of a finished run, sigma on the 0-255 scale."""
-  ran = int(len(result.history["data"]))
-  budget = cfg.iterations + cfg.feature_iterations
-  sigma255 = 255.0 * result.noise_sigma
-  if ran < budget:
-    return True, (f"stopped early at iteration {ran} of {budget}: the "
-                  f"discrepancy principle was met (residual <= tau sigma^2, "
-                  f"tau {cfg.select.tau:g}, sigma {sigma255:.1f}/255)")
-  if not cfg.select.early_stop:
-    why = "early stopping off"
-  elif sigma255 == 0:
-    why = "noiseless task: no stopping rule, the best fit is returned"
-  else:
-    why = (f"the discrepancy principle was not met, sigma "
-           f"{sigma255:.1f}/255")
-  return False, f"ran the full budget of {budget} iterations ({why})"
-
-
-def summary(name: str, out: dict, json_path: str) -> str:
-  """The one-line summary of a run, numbers rounded."""
-  parts = []
-  if out.get("psnr") is not None:
-    parts.append(f"PSNR {out['psnr']:.2f} dB")
-  if out.get("ssim") is not None:
-    parts.append(f"SSIM {out['ssim']:.3f}")
-  if out.get("psnr") is None:
-    parts.append(f"MSE to the observation {out['mse_to_observation']:.2e}")
-  parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}")
-  parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
-  return f"{name}: " + ", ".join(parts) + f" -> {json_path}"
-
-
 def _to_uint8(x: np.ndarray) -> np.ndarray:
   x = np.clip(np.asarray(x), 0, 1)
   if x.ndim == 3 and x.shape[2] == 1:
@@ -281,15 +248,17 @@ def run_and_write(name: str, observation: np.ndarray, task,
   result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),
                       reference=ground_truth,
                       progress=progress_printer(FLAGS.log_every))
-  early, reason = stop_reason(result, cfg)
+  ran = int(len(result.history["data"]))
+  budget = cfg.iterations + cfg.feature_iterations
+  early, reason = cli.stop_reason(ran, budget, 255.0 * result.noise_sigma,
+                                  cfg.select.tau, cfg.select.early_stop)
   print(reason, flush=True)
   out = dict(record, name=name, task=type(task).__name__,
              chosen=result.chosen, chosen_iteration=result.chosen_iteration,
              stopped_early=early, stop_reason=reason,
              noise_sigma_255=255.0 * result.noise_sigma,
              seconds=result.seconds, compile_seconds=result.compile_seconds,
-             iterations=int(len(result.history["data"])),
-             iteration_budget=cfg.iterations + cfg.feature_iterations,
+             iterations=ran, iteration_budget=budget,
              mean_y_evals_per_step=float(np.mean(result.history["y_evals"])),
              config=cfg.flat(), argv=sys.argv[1:])
   panels = [observation, *extra_panels, result.image]
@@ -311,5 +280,5 @@ def run_and_write(name: str, observation: np.ndarray, task,
   save_png(paths["result"], result.image)
   save_png(paths["panel"], panel(panels))
   _write_json(paths["json"], out)
-  print(summary(name, out, paths["json"]), flush=True)
+  print(cli.summary(name, out, paths["json"]), flush=True)
   return out

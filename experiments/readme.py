@@ -35,7 +35,8 @@ BLOCKS = {
 }
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("readme", os.path.join(ROOT, "README.md"), "The README.")
+flags.DEFINE_string("readme", os.path.join(ROOT, "README.md"),
+                    "The README to update (or --check).")
 flags.DEFINE_list("blocks", list(BLOCKS), "Blocks to regenerate.")
 flags.DEFINE_boolean("check", False, "Exit 1 if the README is not up to date.")
 

@@ -90,3 +90,164 @@ def test_default_denoise_run_needs_no_download(tmp_path):
   noise = got["observation"] - got["ground_truth"]
   assert 0.08 < noise.std() < 0.1
 
+
+
+# ---------------------------------------------------------------------------
+# What a user sees: --help, progress, the result JSON, existing results
+# ---------------------------------------------------------------------------
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+
+from experiments import cli  # noqa: E402  (defines no flags)
+
+COMMANDS = ("denoise", "sr", "inpaint", "flash", "defense", "table2", "set5",
+            "gallery", "convexify", "baselines_check", "readme", "fetch_data")
+
+
+def _help_entries(text: str) -> dict[str, str]:
+  """``{flag: help text}`` of absl's ``--help`` output."""
+  out, name = {}, None
+  for line in text.splitlines():
+    m = re.match(r"  --(?:\[no\])?(\w+): (.*)", line)
+    if m:
+      name = m.group(1)
+      out[name] = re.sub(r"^<[^>]*>: ", "", m.group(2))
+    elif name and line.startswith("    ") and not line.strip().startswith("("):
+      out[name] += " " + line.strip()
+    else:
+      name = None
+  return out
+
+
+def test_help_lists_the_commands_flags_with_their_help():
+  p = _run("denoise", "--help")
+  assert p.returncode == 1 and not p.stderr, p.stderr[-2000:]  # absl's exit code
+  entries = _help_entries(p.stdout)
+  assert entries["iterations"] == "theta-steps in the image phase."
+  assert entries["channels"] == "Channels of every scale of the skip net."
+  assert entries["input"].startswith("Input image (PNG/JPEG).")
+  for name in ("output_dir", "overwrite", "synthetic_sigma", "y_solver",
+               "noise_sigma", "learning_rate"):
+    assert len(entries[name]) > 15, (name, entries[name])
+  assert "DNCFConfig field" not in p.stdout
+
+
+def test_every_command_lists_its_flags_in_help_one_name_per_concept():
+  """Each command's flags (config-derived ones included) are key flags of
+  the command, so ``--help`` shows them, each with a help text; a concept
+  has one flag name across the commands."""
+  code = ("import importlib, json, sys\nfrom absl import flags\n"
+          "mod = importlib.import_module('experiments.' + sys.argv[1])\n"
+          "own = {f.name for m, fl in flags.FLAGS.flags_by_module_dict().items()"
+          " if m.startswith('experiments') for f in fl}\n"
+          "key = {f.name: f.help for f in flags.FLAGS.get_key_flags_for_module(mod)}\n"
+          "print(json.dumps(dict(missing=sorted(own - set(key)), own=sorted(own),"
+          " short=sorted(n for n, h in key.items() if len(h or '') < 12))))\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  procs = {m: subprocess.Popen([sys.executable, "-c", code, m], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+           for m in COMMANDS}
+  names = set()
+  for m, p in procs.items():
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, f"{m}: {err[-2000:]}"
+    got = json.loads(out)
+    assert got["missing"] == [] and got["short"] == [], (m, got)
+    names |= set(got["own"])
+  for old in ("lr", "data", "models", "images", "steps", "cvxr_gamma",
+              "output"):
+    assert old not in names, old
+  assert {"learning_rate", "data_dir", "models_dir", "output_dir", "overwrite",
+          "limit", "iterations", "adaptive_gamma", "batch_norm"} <= names
+
+
+def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
+    tmp_path):
+  args = ["--iterations=2", "--channels=4", "--scales=2",
+          "--checkpoint_every=1", f"--output_dir={tmp_path}",
+          f"--compilation_cache={ROOT}/.jax_cache"]
+  env = dict(XLA_FLAGS="--xla_backend_optimization_level=0")
+  p = _run_env(env, "denoise", *args)
+  assert p.returncode == 0, p.stderr[-3000:]
+  lines = p.stdout.strip().splitlines()
+  assert lines[1].startswith("compiling (first run of this shape")
+  assert re.search(r"it +1/2, \d+ s elapsed, ETA \d+ s, ", p.stdout)
+  assert "ran the full budget of 2 iterations" in p.stdout
+  path = tmp_path / "denoise_astronaut.json"
+  assert re.fullmatch(
+      r"denoise_astronaut: PSNR \d+\.\d\d dB, SSIM \d\.\d{3}, chose .+ @ 2, "
+      r"\d+\.\d s \(compile \d+\.\d s\) -> " + re.escape(str(path)), lines[-1])
+  assert "libtpu" not in p.stderr and "initialize backend" not in p.stderr
+  rec = json.loads(path.read_text())
+  assert rec["schema_version"] == 1
+  assert rec["device"]["kind"] and rec["device"]["backend"] == "cpu"
+  assert set(rec["versions"]) == {"dncf_jax", "jax", "jaxlib", "flax", "optax",
+                                  "numpy", "python"}
+  assert all(rec["versions"].values())
+  assert rec["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", rec["commit"])
+  when = datetime.datetime.fromisoformat(rec["time"])
+  assert when.utcoffset() == datetime.timedelta(0)
+  assert "noise_sigma_used" not in rec and 20 < rec["noise_sigma_255"] < 30
+  assert rec["stopped_early"] is False and rec["iterations"] == 2
+  # A second run stops before any work, with one line, and keeps the first.
+  before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+  p = _run_env(env, "denoise", *args)
+  assert p.returncode == 2
+  assert p.stderr.strip() == (f"error: {path} exists; pass --overwrite or "
+                              "another --name/--output_dir")
+  assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+  # --overwrite replaces it; a known sigma is given and stored on 0-255.
+  p = _run_env(env, "denoise", *args, "--overwrite", "--noise_sigma=25")
+  assert p.returncode == 0, p.stderr[-3000:]
+  again = json.loads(path.read_text())
+  assert again["noise_sigma_255"] == pytest.approx(25.0)
+  assert "sigma 25.0/255" in p.stdout and again["time"] >= rec["time"]
+
+
+def _run_env(extra_env, module, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra_env)
+  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_stop_reason_summary_and_durations():
+  early, why = cli.stop_reason(70, 300, 24.94, 0.9, True)
+  assert early and why == ("stopped early at iteration 70 of 300: the "
+                           "discrepancy principle was met (residual <= tau "
+                           "sigma^2, tau 0.9, sigma 24.9/255)")
+  assert cli.stop_reason(600, 600, 0.0, 0.9, True) == (
+      False, "ran the full budget of 600 iterations (noiseless task: no "
+      "stopping rule, the best fit is returned)")
+  assert "early stopping off" in cli.stop_reason(5, 5, 25.0, 0.9, False)[1]
+  out = dict(psnr=28.4137, ssim=0.81234, chosen="ema f(y)",
+             chosen_iteration=240, seconds=31.24, compile_seconds=20.06)
+  assert cli.summary("denoise", out, "outputs/denoise.json") == (
+      "denoise: PSNR 28.41 dB, SSIM 0.812, chose ema f(y) @ 240, 31.2 s "
+      "(compile 20.1 s) -> outputs/denoise.json")
+  flash = dict(out, psnr=None, ssim=None, mse_to_observation=6.81e-4)
+  assert "MSE to the observation 6.81e-04, chose" in cli.summary("f", flash, "x")
+  assert [cli.duration(s) for s in (4.4, 59.6, 187, 3729)] == [
+      "4 s", "1:00", "3:07", "1:02:09"]
+  info = dict(iteration=50, total=600, seconds=12.3, its_per_second=8.0)
+  assert cli.progress_line(info) == "it   50/600, 12 s elapsed, ETA 1:09, 8.00 it/s"
+  assert cli.eta(dict(info, its_per_second=0.0)) is None
+
+
+def test_refuse_overwrite_names_the_file(tmp_path):
+  f = tmp_path / "a.json"
+  cli.refuse_overwrite([str(f)], False)
+  f.write_text("{}")
+  cli.refuse_overwrite([str(f)], True)
+  with pytest.raises(FileExistsError, match=r"a\.json exists; pass --overwrite"):
+    cli.refuse_overwrite([str(tmp_path / "b.png"), str(f)], False)
+
+
+def test_run_record_outside_git(tmp_path):
+  assert cli.git_commit(str(tmp_path)) is None
+  rec = cli.run_record()
+  assert rec["schema_version"] == cli.SCHEMA_VERSION == 1
+  assert json.loads(json.dumps(rec)) == rec
