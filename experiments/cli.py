@@ -20,10 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_VERSION = 1
 
 # Messages of jax._src.xla_bridge about platforms that are absent (libtpu,
-# a CUDA jaxlib): informational on a CPU-only machine. The device a run
-# uses is printed by the commands and stored in their JSON.
+# a CUDA jaxlib), logged on every start of a CPU-only machine. The device a
+# run uses is printed by the commands and stored in their JSON; a backend
+# that is there but fails ("CUDA backend failed to initialize") still shows.
 _PLATFORM_NOISE = ("Unable to initialize backend", "An NVIDIA GPU may be present",
-                   "Platform 'tpu'", "Platform 'cuda'", "Platform 'rocm'")
+                   "A Google TPU may be present", "Platform 'tpu'")
 
 
 class _PlatformNoise(logging.Filter):

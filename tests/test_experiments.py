@@ -251,3 +251,28 @@ def test_run_record_outside_git(tmp_path):
   rec = cli.run_record()
   assert rec["schema_version"] == cli.SCHEMA_VERSION == 1
   assert json.loads(json.dumps(rec)) == rec
+
+
+def test_absent_platform_lines_are_quiet_real_errors_are_not():
+  import logging
+  seen = []
+
+  class Keep(logging.Handler):
+    def emit(self, record):
+      seen.append(record.getMessage())
+
+  logger = logging.getLogger("jax._src.xla_bridge")
+  handler, level = Keep(), logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    logger.info("Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so")
+    logger.warning("An NVIDIA GPU may be present on this machine, but a "
+                   "CUDA-enabled jaxlib is not installed. Falling back to cpu.")
+    logger.warning("CUDA backend failed to initialize: out of memory.")
+    logger.error("Unable to initialize backend 'cuda': broken")
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  assert seen == ["CUDA backend failed to initialize: out of memory.",
+                  "Unable to initialize backend 'cuda': broken"]
