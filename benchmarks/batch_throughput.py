@@ -1,15 +1,17 @@
 """Restored images per second with :func:`dncf_jax.restore_batch` at several batch sizes.
 
     python -m benchmarks.batch_throughput                          # 1, 4, 16
-    python -m benchmarks.batch_throughput --batch_sizes=1,16,64    # a GPU
+    python -m benchmarks.batch_throughput --batch_sizes=1,16,64 --vectorize=vmap  # a GPU
 
 The input is the ``cpu_small`` denoise observation of ``BENCHMARKS.md``
 (128x128), restored ``B`` times in one call with ``B`` keys (one per
 image), with Table 2's ``cpu_small`` DNCF settings run for a fixed
 ``--iterations`` (no early stop, so every batch does the same work). For
-each batch size the first call, which compiles, is timed apart; then
-``--repeats`` calls give images per second. Prints a Markdown table with
-each batch size's speed-up over batch 1, and writes JSON.
+each batch size and way of running the batch (``--vectorize``: ``map``,
+one image after the other in the program, or ``vmap``, all at once) the
+first call, which compiles, is timed apart; then ``--repeats`` calls give
+images per second. Prints a Markdown table with the speed-up over the
+first batch size, and writes JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from experiments import table2_runs as tr
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("batch_sizes", ["1", "4", "16"], "Images per restore_batch call.")
+flags.DEFINE_list("vectorize", ["map", "vmap"], "Ways to run a batch.")
 flags.DEFINE_integer("repeats", 1, "Timed calls after the compiling one.")
 flags.DEFINE_integer("iterations", 50, "DNCF iterations per image.")
 flags.DEFINE_string("data_dir", None, "Data folder (default: see dncf_jax.io).")
@@ -35,22 +38,23 @@ flags.DEFINE_string("output", "benchmarks/results/batch_throughput.json",
                     "JSON path.")
 
 
-def timed_batch(obs, task, cfg, batch: int, repeats: int) -> dict:
+def timed_batch(obs, task, cfg, batch: int, repeats: int, vectorize: str) -> dict:
   """First call (compiles) and ``repeats`` timed calls of a batch of ``batch``."""
   import jax
   import dncf_jax as dn
   keys = list(jax.random.split(jax.random.key(0), batch))
   images = [obs] * batch
   t0 = time.perf_counter()
-  first = dn.restore_batch(images, task, cfg, keys)
+  run = lambda: dn.restore_batch(images, task, cfg, keys, vectorize=vectorize)
+  first = run()
   first_s = time.perf_counter() - t0
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    dn.restore_batch(images, task, cfg, keys)
+    run()
     times.append(time.perf_counter() - t0)
   ips = [batch / t for t in times]
-  return dict(batch=batch, first_call_seconds=first_s,
+  return dict(batch=batch, vectorize=vectorize, first_call_seconds=first_s,
               compile_seconds=first[0].compile_seconds,
               seconds=times, images_per_second=float(np.median(ips)))
 
@@ -74,16 +78,19 @@ def main(argv):
   out = dict(benchmark="batch_throughput", input=f"cpu_small denoise {obs.shape}",
              iterations=FLAGS.iterations, devices=jax.device_count(),
              machine=machine(), argv=sys.argv[1:], config=cfg.flat(), runs=[])
-  print(f"| batch | first call s (compile s) | images/s | x batch {sizes[0]} |")
-  print("|---|---|---|---|")
-  for b in sizes:
-    r = timed_batch(obs, task, cfg, b, FLAGS.repeats)
-    r["speedup"] = r["images_per_second"] / (
-        out["runs"][0]["images_per_second"] if out["runs"] else
-        r["images_per_second"])
-    out["runs"].append(r)
-    print(f"| {b} | {r['first_call_seconds']:.1f} ({r['compile_seconds']:.1f}) "
-          f"| {r['images_per_second']:.3f} | {r['speedup']:.2f} |", flush=True)
+  print(f"| vectorize | batch | first call s (compile s) | images/s | "
+        f"x batch {sizes[0]} |")
+  print("|---|---|---|---|---|")
+  for mode in FLAGS.vectorize:
+    base = None
+    for b in sizes:
+      r = timed_batch(obs, task, cfg, b, FLAGS.repeats, mode)
+      base = base or r["images_per_second"]
+      r["speedup"] = r["images_per_second"] / base
+      out["runs"].append(r)
+      print(f"| {mode} | {b} | {r['first_call_seconds']:.1f} "
+            f"({r['compile_seconds']:.1f}) | {r['images_per_second']:.3f} | "
+            f"{r['speedup']:.2f} |", flush=True)
   out["peak_rss_mb"] = peak_rss_mb()
   write_json(FLAGS.output, out, f" ({describe(out['machine'])})")
 

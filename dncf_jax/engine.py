@@ -219,12 +219,54 @@ def chunk(method, carry: Carry, inputs: PyTree, stop: Array, length: int,
   return Carry(state, it, carry.halted | halt), stats, out, cands
 
 
-def batch_chunk(method, length: int, with_reference: bool) -> Callable:
-  """:func:`chunk` ``vmap``-ped over a batch: ``(carry, inputs, reference, stop)``."""
+VECTORIZE = ("auto", "vmap", "map")
+
+
+def resolve_vectorize(vectorize: str) -> str:
+  """``auto``: ``map`` on CPU (per-problem nets gain nothing from batched
+  matmuls there, and a stopped problem costs nothing), ``vmap`` elsewhere."""
+  if vectorize not in VECTORIZE:
+    raise ValueError(f"vectorize must be one of {VECTORIZE}, got {vectorize!r}")
+  if vectorize == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return vectorize
+
+
+def batch_chunk(method, length: int, with_reference: bool,
+                vectorize: str = "vmap") -> Callable:
+  """:func:`chunk` over a batch: ``(carry, inputs, reference, stop)``.
+
+  ``vmap``: all problems at once (a GPU's way); ``map``: one after the
+  other in a ``lax.map`` (same program for each, so the numbers are a
+  single run's), a stopped problem only re-scored.
+  """
+  def one(c, i, r, stop):
+    return chunk(method, c, i, stop, length, r)
+
+  def frozen(c, i, r, stop):   # no steps: what chunk gives a stopped problem
+    shapes = jax.eval_shape(lambda: one(c, i, r, stop))[1]
+    stats = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                   shapes)
+    new, cands, out, halt = method.checkpoint(c.state, i)
+    if r is not None:
+      out = dict(out, psnr=psnr(cands, r))
+    return c, stats, out, cands
+
   def chunk_batch(carry, inputs, reference, stop):
-    one = lambda c, i, r: chunk(method, c, i, stop, length, r)
-    return jax.vmap(one, in_axes=(0, 0, 0 if with_reference else None))(
-        carry, inputs, reference)
+    if vectorize == "vmap":
+      return jax.vmap(lambda c, i, r: one(c, i, r, stop),
+                      in_axes=(0, 0, 0 if with_reference else None))(
+                          carry, inputs, reference)
+
+    def each(args):
+      c, i, r = args
+      r = reference if not with_reference else r
+      done = c.halted | (c.it >= stop)
+      return jax.lax.cond(done, frozen, one, c, i, r, stop)
+
+    xs = (carry, inputs, reference if with_reference else None)
+    return jax.lax.map(each, xs)
+
   chunk_batch.__name__ = "chunk"   # the program's name in profiles: jit_chunk
   return chunk_batch
 

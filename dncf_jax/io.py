@@ -125,6 +125,40 @@ def benchmark_input(task: str, data_dir: str) -> dict:
                    f"choose one of {BENCHMARK_TASKS}")
 
 
+PHOTO_TASKS = ("denoise25", "denoise50", "sr", "inpaint")
+
+
+def photo_files(data_dir: str) -> list[str]:
+  """The ``bsd20`` photos in sorted file order (the ``photos`` profile)."""
+  folder = os.path.join(data_dir, "bsd20")
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"no bsd20 folder in {data_dir}: run "
+                            "python -m experiments.fetch_data --only=bsd20")
+  return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                if f.lower().endswith((".png", ".jpg", ".jpeg")))
+
+
+def photo_input(task: str, path: str, i: int) -> dict:
+  """The ``photos`` profile's input for the ``i``-th photo (``path``):
+  ``observation``, ``ground_truth`` and, for inpainting, ``mask``."""
+  if task not in PHOTO_TASKS:
+    raise ValueError(f"unknown photo task {task!r}; choose one of {PHOTO_TASKS}")
+  im = _open(path).convert("RGB")
+  gt = to_float(im)
+  if task in ("denoise25", "denoise50"):
+    sigma, seed = (25, i) if task == "denoise25" else (50, 100 + i)
+    return dict(observation=add_noise(gt, sigma, seed), ground_truth=gt,
+                sigma255=sigma)
+  if task == "sr":
+    h, w = gt.shape[:2]
+    r0, c0 = (h % 4) // 2, (w % 4) // 2
+    hr = np.asarray(im)[r0:r0 + h - h % 4, c0:c0 + w - w % 4]
+    return _sr_pair(Image.fromarray(hr))
+  mask = (np.random.default_rng(1000 + i).random(gt.shape[:2]) < 0.5
+          ).astype(np.float32)
+  return dict(observation=gt * mask[:, :, None], ground_truth=gt, mask=mask)
+
+
 SET5_TASKS = ("denoise", "sr")
 
 

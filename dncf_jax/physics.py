@@ -11,7 +11,10 @@ Every task is one small frozen dataclass with
 * ``anchor(obs)``: ``G(I_s)``, the smooth initial guess that ``y`` starts at
   and is pulled towards by the ``beta`` term of the loss (paper, Eq. 5);
 * ``noise_sigma``: the noise level of the observation if known, ``None``
-  to have :mod:`dncf_jax.select` estimate it.
+  to have :mod:`dncf_jax.select` estimate it;
+* ``window(rows, cols)`` (tasks with arrays of the observation's size:
+  ``Inpaint``, ``FlashNoFlash``): the task of a window of the observation,
+  for :mod:`dncf_jax.tiles`; the others serve every window as they are.
 
 A new task is a new class here; the solver is shared.
 
@@ -207,6 +210,10 @@ class Inpaint:
     return filters.smooth_fill(obs, self._mask(obs.shape),
                                self.fill_iterations)
 
+  def window(self, rows: slice, cols: slice) -> "Inpaint":
+    """The task of the observation's window ``[rows, cols]``."""
+    return self.replace(mask=np.asarray(self.mask)[rows, cols])
+
 
 @struct.dataclass(eq=False)
 class FlashNoFlash(_Identity):
@@ -232,6 +239,10 @@ class FlashNoFlash(_Identity):
 
   def anchor(self, obs: Array) -> Array:
     return filters.gaussian_blur(jnp.asarray(self.flash, obs.dtype), self.rho)
+
+  def window(self, rows: slice, cols: slice) -> "FlashNoFlash":
+    """The task of the observation's window ``[rows, cols]``."""
+    return self.replace(flash=np.asarray(self.flash)[rows, cols])
 
 
 @struct.dataclass(eq=False)

@@ -321,7 +321,7 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
                   keys: Optional[Sequence[Array]] = None, *, references=None,
                   progress: Optional[Callable[[dict], None]] = None,
                   snapshot_every: int = 0, batch_size: Optional[int] = None,
-                  mesh=None) -> list[Result]:
+                  mesh=None, vectorize: str = "auto") -> list[Result]:
   """Restores a batch of images of one shape in one compiled program.
 
   ``observations``: a sequence of (H, W, C) images or an (N, H, W, C)
@@ -339,10 +339,14 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   naming the sizes and a ``batch_size`` that fits. ``mesh``: a one-axis ``Mesh`` (``"batch"``, see
   :func:`engine.batch_mesh`) to shard the batch over its devices; under
   ``jax.distributed`` every process passes the whole batch and gets every
-  result. Returns one :class:`Result` per image (``seconds`` and
-  ``compile_seconds`` are the whole chunk's).
+  result. ``vectorize``: ``vmap`` runs the images at once (a GPU's way),
+  ``map`` one after the other inside the program (the numbers of single
+  runs; a stopped image costs nothing); ``auto``: ``map`` on CPU, ``vmap``
+  elsewhere (:func:`engine.resolve_vectorize`). Returns one :class:`Result`
+  per image (``seconds`` and ``compile_seconds`` are the whole chunk's).
   """
   config.validate()
+  vectorize = engine.resolve_vectorize(vectorize)
   require(snapshot_every >= 0 and snapshot_every % config.select.checkpoint_every
           == 0, f"snapshot_every must be 0 or a positive multiple of "
           f"checkpoint_every ({config.select.checkpoint_every}), got "
@@ -361,10 +365,11 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
       out += restore_batch(
           obs_list[part], tasks[part] if tasks else task, config, keys[part],
           references=None if references is None else references[part],
-          progress=progress, snapshot_every=snapshot_every, mesh=mesh)
+          progress=progress, snapshot_every=snapshot_every, mesh=mesh,
+          vectorize=vectorize)
     return out
   return _run_batch(obs_list, tasks or task, config, keys, references,
-                    progress, snapshot_every, mesh)
+                    progress, snapshot_every, mesh, vectorize)
 
 
 def _check_scene(task, obs_shape, references, n) -> tuple[int, int, int]:
@@ -382,7 +387,8 @@ def _check_scene(task, obs_shape, references, n) -> tuple[int, int, int]:
 
 
 def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
-               progress, snapshot_every: int, mesh) -> list[Result]:
+               progress, snapshot_every: int, mesh, vectorize: str
+               ) -> list[Result]:
   t_start = time.perf_counter()
   n = len(obs_list)
   one_task = task[0] if isinstance(task, list) else task
@@ -409,7 +415,8 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   carry = engine.Carry(state, state.it, jnp.zeros_like(state.it, bool))
   run = functools.partial(_run_phase, ref=ref, history=history, n=n,
                           snapshot_every=snapshot_every, progress=progress,
-                          total=total, t_start=t_start, mesh=mesh)
+                          total=total, t_start=t_start, mesh=mesh,
+                          vectorize=vectorize)
   carry, cands, s = run(method, carry, prob, config.iterations)
   compile_s += s
   halted = engine.host(carry.halted)[:n]
@@ -429,12 +436,12 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
 
 
 def _run_phase(method: DNCF, carry, prob, stop: int, *, ref, history, n,
-               snapshot_every, progress, total, t_start, mesh):
+               snapshot_every, progress, total, t_start, mesh, vectorize):
   length = min(method.config.select.checkpoint_every,
                stop - int(np.min(engine.host(carry.it))))
   program, compile_s = engine.compiled(
-      (method, "chunk", length, ref is not None),
-      engine.batch_chunk(method, length, ref is not None),
+      (method, "chunk", length, ref is not None, vectorize),
+      engine.batch_chunk(method, length, ref is not None, vectorize),
       carry, prob, ref, jnp.asarray(stop, jnp.int32), mesh=mesh)
   engine.check_memory(program, len(history.steps),
                       f"restoring {len(history.steps)} images of {method.scene}")

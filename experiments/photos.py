@@ -1,0 +1,218 @@
+"""Whole photos against classical restorers: ``python -m experiments.photos``.
+
+    python -m experiments.photos --tasks=denoise,sr,inpaint [--images=20]
+        [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,biharmonic]
+        [--resume]
+
+The ``photos`` profile of the benchmark protocol: the ``bsd20`` photos at
+full size (denoising at sigma 25 and 50, x4 super-resolution, inpainting
+with half the pixels missing; exact noise seeds, crops and masks in
+:func:`dncf_jax.io.photo_input`). Every method is blind but those marked
+ORACLE (TV's best weight, DNCF's best checkpoint), which need the ground
+truth and stand beside the blind numbers. ``dncf`` is what ``python -m
+experiments.denoise --input=photo.png`` (and ``sr``, ``inpaint``) runs: the
+default configuration on the whole image; ``dncf_tiles`` the same
+configuration on overlapping tiles restored as one batch
+(:func:`dncf_jax.tiles.restore_tiled`). CBM3D needs the ``bm3d`` package
+(the ``bench`` extra) and is given the true sigma.
+
+DNCF's settings are the photo commands' flags (default: the default
+configuration). Each (task, photo, method) is one line of
+``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there;
+without it an existing file needs ``--overwrite``); the table, per photo
+and mean (PSNR, SSIM, seconds), goes to ``photos.md`` and ``photos.json``,
+and one panel per task (first photo: the observation, every method, the
+ground truth) to ``<task>_panel.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import flags
+import numpy as np
+from PIL import Image
+
+from experiments import cli, common
+
+FLAGS = flags.FLAGS
+TASKS = {"denoise": ("denoise25", "denoise50"), "sr": ("sr",),
+         "inpaint": ("inpaint",)}
+METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
+           "biharmonic")
+APPLIES = {"cbm3d": ("denoise25", "denoise50"), "bicubic": ("sr",),
+           "biharmonic": ("inpaint",)}
+TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
+
+flags.DEFINE_list("tasks", ["denoise"], f"Among {tuple(TASKS)}.")
+flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
+flags.DEFINE_integer("images", 20, "The first N photos of bsd20.")
+flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
+flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
+flags.DEFINE_integer("seeds", 1, "Keys per tile of dncf_tiles, averaged.")
+flags.DEFINE_boolean("resume", False, "Keep the records already written.")
+common.define_config_flags()
+
+
+def physics_of(task: str, inp: dict):
+  from dncf_jax import physics
+  if task.startswith("denoise"):
+    return physics.Denoise()
+  if task == "sr":
+    return physics.SuperResolution(4)
+  return physics.Inpaint(mask=inp["mask"])
+
+
+def run_method(method: str, task: str, inp: dict, cfg) -> dict:
+  """One method on one input: its image and what the record adds."""
+  import jax
+  import dncf_jax as dn
+  from dncf_jax import tiles
+  from dncf_jax.baselines import tv
+  obs, gt, phys = inp["observation"], inp["ground_truth"], physics_of(task, inp)
+  if method == "dncf":
+    r = dn.restore(obs, phys, cfg, jax.random.key(cfg.seed), reference=gt)
+    return dict(image=r.image, chosen=f"{r.chosen} @{r.chosen_iteration}",
+                oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
+                compile_seconds=r.compile_seconds)
+  if method == "dncf_tiles":
+    r = tiles.restore_tiled(obs, phys, cfg, jax.random.key(cfg.seed),
+                            tiles.TileConfig(FLAGS.tile, FLAGS.tile_overlap,
+                                             FLAGS.seeds))
+    return dict(image=r.image, tiles=len(r.starts),
+                compile_seconds=r.compile_seconds)
+  if method == "G":
+    return dict(image=np.clip(np.asarray(phys.anchor(obs)), 0, 1))
+  if method == "tv":
+    w, _ = tv.tv_weight_discrepancy(obs, phys, TV_GRID)
+    return dict(image=np.clip(tv.tv_restore(obs, phys, w), 0, 1), weight=w)
+  if method == "tv_oracle":
+    w, _ = tv.tv_weight_oracle(obs, phys, gt, TV_GRID)
+    return dict(image=np.clip(tv.tv_restore(obs, phys, w), 0, 1), weight=w,
+                oracle=True)
+  if method == "cbm3d":
+    import bm3d
+    return dict(image=np.clip(bm3d.bm3d_rgb(obs, sigma_psd=inp["sigma255"] / 255),
+                              0, 1))
+  if method == "bicubic":
+    from dncf_jax.baselines import bicubic_upsample
+    return dict(image=bicubic_upsample(obs, 4))
+  from skimage.restoration import inpaint_biharmonic
+  return dict(image=np.clip(inpaint_biharmonic(obs, inp["mask"] < 0.5,
+                                               channel_axis=-1), 0, 1))
+
+
+def read_records(path: str) -> list[dict]:
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip().endswith("}")]
+
+
+def check_flags() -> tuple[list[str], list[str]]:
+  tasks = [t for name in FLAGS.tasks for t in TASKS.get(name, (None,))]
+  if not tasks or None in tasks:
+    raise ValueError(f"--tasks must be among {tuple(TASKS)}, got {FLAGS.tasks}")
+  bad = [m for m in FLAGS.methods if m not in METHODS]
+  if bad or not FLAGS.methods:
+    raise ValueError(f"--methods must be among {METHODS}, got {FLAGS.methods}")
+  if FLAGS.images < 1:
+    raise ValueError(f"--images must be >= 1, got {FLAGS.images}")
+  if FLAGS.tile_overlap % 4 or FLAGS.tile % 4:
+    raise ValueError("--tile and --tile_overlap must be multiples of 4 (the "
+                     "super-resolution factor)")
+  return tasks, list(FLAGS.methods)
+
+
+def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
+  """Markdown: per task, a row per photo and the mean; PSNR / SSIM / s."""
+  lines = []
+  for task in tasks:
+    rows = [r for r in records if r["task"] == task]
+    names = [m for m in methods if any(r["method"] == m for r in rows)]
+    if not rows:
+      continue
+    head = [f"{m} (ORACLE)" if m == "tv_oracle" else m for m in names]
+    lines += [f"### {task}", "", "| photo | " + " | ".join(head) + " |",
+              "|---" * (len(names) + 1) + "|"]
+    photos = sorted({r["photo"] for r in rows}, key=lambda p: int(p.split(":")[0]))
+    cell = lambda r: (f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds']:.0f}"
+                      if r else "")
+    for p in photos + ["mean"]:
+      out = []
+      for m in names:
+        sel = [r for r in rows if r["method"] == m and (p == "mean" or r["photo"] == p)]
+        if p == "mean" and sel:
+          sel = [dict(psnr=np.mean([r["psnr"] for r in sel]),
+                      ssim=np.mean([r["ssim"] for r in sel]),
+                      seconds=np.mean([r["seconds"] for r in sel]))]
+        out.append(cell(sel[0] if sel else None))
+      lines.append(f"| {p} | " + " | ".join(out) + " |")
+    lines.append("")
+  return "\n".join(lines + ["PSNR (dB) / SSIM / seconds per photo. ORACLE: "
+                            "chosen with the ground truth."])
+
+
+def save_panel(path: str, images: list[np.ndarray]) -> None:
+  h = max(im.shape[0] for im in images)
+  cols = [np.pad(np.clip(im, 0, 1), ((0, h - im.shape[0]), (0, 4), (0, 0)),
+                 constant_values=1) for im in images]
+  Image.fromarray((np.concatenate(cols, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  from dncf_jax import io as dio, metrics
+  tasks, methods = check_flags()
+  cfg = common.config_from_flags()
+  files = dio.photo_files(FLAGS.data_dir)[:FLAGS.images]
+  if not files:
+    raise ValueError(f"no photos (.png, .jpg) in {FLAGS.data_dir}/bsd20")
+  out_dir = os.path.join(FLAGS.output_dir, "photos")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "records.jsonl")
+  cli.use_compilation_cache(FLAGS.compilation_cache)
+  if not FLAGS.resume:
+    cli.refuse_overwrite([path], FLAGS.overwrite, "--resume")
+    open(path, "w").close()
+  done = {(r["task"], r["photo"], r["method"]) for r in read_records(path)}
+  record = cli.run_record()
+  for task in tasks:
+    shown = {}
+    for i, f in enumerate(files):
+      photo = f"{i}:{os.path.basename(f)}"
+      inp = dio.photo_input(task, f, i)
+      for m in methods:
+        if task not in APPLIES.get(m, (task,)) or (task, photo, m) in done:
+          continue
+        t0 = time.perf_counter()
+        out = run_method(m, task, inp, cfg)
+        image = out.pop("image")
+        rec = dict(task=task, photo=photo, method=m, seconds=time.perf_counter() - t0,
+                   **metrics.scores(image, inp["ground_truth"]), **out)
+        with open(path, "a") as fh:
+          fh.write(json.dumps(rec, default=float) + "\n")
+        print(f"{task} {photo} {m}: {rec['psnr']:.2f} dB, {rec['seconds']:.0f} s",
+              flush=True)
+        if i == 0:
+          shown[m] = image
+      if i == 0 and shown:
+        save_panel(os.path.join(out_dir, f"{task}_panel.png"),
+                   [inp["observation"] if task != "sr" else
+                    np.repeat(np.repeat(inp["observation"], 4, 0), 4, 1)]
+                   + list(shown.values()) + [inp["ground_truth"]])
+  records = read_records(path)
+  md = table(records, tasks, methods)
+  with open(os.path.join(out_dir, "photos.md"), "w") as fh:
+    fh.write(md + "\n")
+  with open(os.path.join(out_dir, "photos.json"), "w") as fh:
+    json.dump(dict(record, profile="photos", config=cfg.flat(),
+                   records=records), fh, indent=1, default=float)
+  print(md)
+
+
+if __name__ == "__main__":
+  cli.run_main(main)

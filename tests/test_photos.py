@@ -1,0 +1,73 @@
+"""``python -m experiments.photos`` on two tiny photos: table, resume, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--iterations=2", "--channels=4", "--scales=2", "--skip_channels=2",
+        "--checkpoint_every=1", "--tile=32", "--tile_overlap=8",
+        "--compilation_cache="]
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.photos", *args],
+                        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=900)
+
+
+def _data(tmp_path, n=2):
+  from dncf_jax import io as dio
+  folder = tmp_path / "data" / "bsd20"
+  folder.mkdir(parents=True)
+  img = dio.sample_image()
+  for i in range(n):
+    crop = img[8 * i:8 * i + 48, :64]
+    Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).save(folder / f"{i}.png")
+  return tmp_path / "data"
+
+
+def test_photos_writes_the_table_and_resumes(tmp_path):
+  data, out = _data(tmp_path), tmp_path / "out"
+  args = [f"--data_dir={data}", f"--output_dir={out}", "--images=2",
+          "--tasks=denoise,sr,inpaint",
+          "--methods=G,tv,bicubic,biharmonic,dncf_tiles", *TINY]
+  p = _run(*args)
+  assert p.returncode == 0, p.stderr[-3000:]
+  res = json.loads((out / "photos" / "photos.json").read_text())
+  recs = res["records"]
+  # per photo: denoise25/50 (G, tv, tiles), sr (G, tv, bicubic, tiles),
+  # inpaint (G, tv, biharmonic, tiles)
+  assert len(recs) == 2 * (3 + 3 + 4 + 4)
+  assert all(np.isfinite(r["psnr"]) and r["seconds"] >= 0 for r in recs)
+  assert res["schema_version"] >= 1 and res["config"]["iterations"] == 2
+  md = (out / "photos" / "photos.md").read_text()
+  assert "### denoise25" in md and "| mean |" in md
+  assert (out / "photos" / "inpaint_panel.png").exists()
+  again = _run(*args)                       # the records are kept
+  assert again.returncode == 2 and "--overwrite" in again.stderr
+  assert len(again.stderr.strip().splitlines()) == 1
+  resumed = _run(*args, "--resume")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert len(json.loads((out / "photos" / "photos.json").read_text())
+             ["records"]) == len(recs)
+
+
+def test_photos_bad_input_is_one_line(tmp_path):
+  empty = tmp_path / "empty"
+  (empty / "bsd20").mkdir(parents=True)
+  bad = tmp_path / "bad"
+  (bad / "bsd20").mkdir(parents=True)
+  (bad / "bsd20" / "0.png").write_text("not an image")
+  for data, match in [(empty, "no photos"), (bad, "cannot read"),
+                      (tmp_path / "none", "bsd20")]:
+    p = _run(f"--data_dir={data}", f"--output_dir={tmp_path / 'o'}",
+             "--methods=G", "--overwrite", *TINY)
+    assert p.returncode == 2 and match in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+  p = _run("--tile=30", f"--data_dir={bad}", *TINY[:-3])
+  assert p.returncode == 2 and "multiples of 4" in p.stderr
