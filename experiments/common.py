@@ -241,15 +241,15 @@ def run_and_write(name: str, observation: np.ndarray, task,
   record = cli.run_record()
   dev = record["device"]
   h, w, c = observation.shape
+  budget = cfg.iterations + cfg.feature_iterations
   print(f"{name}: {type(task).__name__}, observation {w}x{h}x{c}, device "
-        f"{dev['kind']} ({dev['backend']}), {cfg.iterations + cfg.feature_iterations} "
-        f"iterations at most", flush=True)
+        f"{dev['kind']} ({dev['backend']}), at most {budget} iterations",
+        flush=True)
   print("compiling (first run of this shape; cached afterwards) ...", flush=True)
   result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),
                       reference=ground_truth,
                       progress=progress_printer(FLAGS.log_every))
   ran = int(len(result.history["data"]))
-  budget = cfg.iterations + cfg.feature_iterations
   early, reason = cli.stop_reason(ran, budget, 255.0 * result.noise_sigma,
                                   cfg.select.tau, cfg.select.early_stop)
   print(reason, flush=True)
