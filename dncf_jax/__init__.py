@@ -5,7 +5,7 @@ from importlib import metadata as _metadata
 from dncf_jax import (attacks, classifiers, config, convex_nets, defense,
                       defense_baselines, engine, filters, io, metrics, nets,
                       penalty, physics, quasi_newton, select, solver,
-                      toy_data)
+                      tiles, toy_data)
 from dncf_jax.config import (DNCFConfig, NetConfig, PenaltyConfig,
                              SelectConfig, YSolverConfig)
 from dncf_jax.engine import Result
@@ -21,4 +21,4 @@ __all__ = ["DNCFConfig", "NetConfig", "PenaltyConfig", "Result",
            "classifiers", "config", "convex_nets", "defense",
            "defense_baselines", "engine", "filters", "io", "metrics", "nets",
            "penalty", "physics", "quasi_newton", "restore", "restore_batch",
-           "select", "solver", "toy_data"]
+           "select", "solver", "tiles", "toy_data"]

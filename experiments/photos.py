@@ -1,6 +1,6 @@
 """Whole photos against classical restorers: ``python -m experiments.photos``.
 
-    python -m experiments.photos --tasks=denoise,sr,inpaint [--images=20]
+    python -m experiments.photos --tasks=denoise,sr,inpaint [--limit=20]
         [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,biharmonic]
         [--resume]
 
@@ -48,12 +48,13 @@ TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 flags.DEFINE_list("tasks", ["denoise"], f"Among {tuple(TASKS)}.")
 flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
-flags.DEFINE_integer("images", 20, "The first N photos of bsd20.")
+flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
 flags.DEFINE_integer("seeds", 1, "Keys per tile of dncf_tiles, averaged.")
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
+flags.adopt_module_key_flags(common)
 
 
 def physics_of(task: str, inp: dict):
@@ -118,8 +119,8 @@ def check_flags() -> tuple[list[str], list[str]]:
   bad = [m for m in FLAGS.methods if m not in METHODS]
   if bad or not FLAGS.methods:
     raise ValueError(f"--methods must be among {METHODS}, got {FLAGS.methods}")
-  if FLAGS.images < 1:
-    raise ValueError(f"--images must be >= 1, got {FLAGS.images}")
+  if FLAGS.limit < 1:
+    raise ValueError(f"--limit must be >= 1, got {FLAGS.limit}")
   if FLAGS.tile_overlap % 4 or FLAGS.tile % 4:
     raise ValueError("--tile and --tile_overlap must be multiples of 4 (the "
                      "super-resolution factor)")
@@ -168,7 +169,7 @@ def main(argv):
   from dncf_jax import io as dio, metrics
   tasks, methods = check_flags()
   cfg = common.config_from_flags()
-  files = dio.photo_files(FLAGS.data_dir)[:FLAGS.images]
+  files = dio.photo_files(FLAGS.data_dir)[:FLAGS.limit]
   if not files:
     raise ValueError(f"no photos (.png, .jpg) in {FLAGS.data_dir}/bsd20")
   out_dir = os.path.join(FLAGS.output_dir, "photos")

@@ -103,7 +103,8 @@ import re  # noqa: E402
 from experiments import cli  # noqa: E402  (defines no flags)
 
 COMMANDS = ("denoise", "sr", "inpaint", "flash", "defense", "table2", "set5",
-            "gallery", "convexify", "baselines_check", "readme", "fetch_data")
+            "gallery", "convexify", "baselines_check", "readme", "fetch_data",
+            "photos")
 
 
 def _help_entries(text: str) -> dict[str, str]:

@@ -33,7 +33,7 @@ def _data(tmp_path, n=2):
 
 def test_photos_writes_the_table_and_resumes(tmp_path):
   data, out = _data(tmp_path), tmp_path / "out"
-  args = [f"--data_dir={data}", f"--output_dir={out}", "--images=2",
+  args = [f"--data_dir={data}", f"--output_dir={out}", "--limit=2",
           "--tasks=denoise,sr,inpaint",
           "--methods=G,tv,bicubic,biharmonic,dncf_tiles", *TINY]
   p = _run(*args)
