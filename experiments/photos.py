@@ -38,8 +38,8 @@ from PIL import Image
 from experiments import cli, common
 
 FLAGS = flags.FLAGS
-TASKS = {"denoise": ("denoise25", "denoise50"), "sr": ("sr",),
-         "inpaint": ("inpaint",)}
+TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
+         "denoise50": ("denoise50",), "sr": ("sr",), "inpaint": ("inpaint",)}
 METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
            "biharmonic")
 APPLIES = {"cbm3d": ("denoise25", "denoise50"), "bicubic": ("sr",),
