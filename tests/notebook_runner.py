@@ -31,8 +31,8 @@ NOTEBOOKS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(COLAB, "*
 TIMEOUT = 600  # seconds per cell
 
 # Where the notebooks look for the shared files (same rule as theirs).
-DATA_DIR = os.environ.get("DNCF_DATA_DIR") or dio.default_data_dir()
-MODELS_DIR = os.environ.get("DNCF_MODELS_DIR") or dio.default_models_dir()
+DATA_DIR = os.environ.get("DNCF_DATA") or dio.default_data_dir()
+MODELS_DIR = os.environ.get("DNCF_MODELS") or dio.default_models_dir()
 HAVE_MODELS = (os.path.isfile(os.path.join(MODELS_DIR, "resnet20_cifar10.npz"))
                and os.path.isfile(os.path.join(DATA_DIR, "cifar10", "cifar10_test_2000.npz")))
 HAVE_CAVE = os.path.isfile(os.path.join(DATA_DIR, "dip", "cave01_00_flash.jpg"))
