@@ -29,13 +29,13 @@ Array = jax.Array
 
 
 def origins(length: int, tile: int, overlap: int) -> list[int]:
-  """Start of every tile along an axis of ``length``: stride ``tile -
-  overlap``, the last flush with the end; one tile if ``length <= tile``."""
+  """Start of every tile along an axis of ``length``: as few tiles as
+  share at least ``overlap`` pixels with their neighbours, evenly spaced,
+  the first at 0 and the last flush with the end; one if ``length <= tile``."""
   if length <= tile:
     return [0]
-  stride = tile - overlap
-  starts = list(range(0, length - tile, stride))
-  return starts + [length - tile]
+  n = -(-(length - tile) // (tile - overlap)) + 1
+  return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def ramp(size: int, overlap: int) -> np.ndarray:

@@ -24,7 +24,8 @@ def _photo(h=96, w=96, seed=0):
 
 
 def test_origins_cover_the_axis_with_the_overlap():
-  assert tiles.origins(481, 128, 32) == [0, 96, 192, 288, 353]
+  assert tiles.origins(481, 128, 32) == [0, 88, 176, 265, 353]
+  assert tiles.origins(321, 128, 32) == [0, 64, 129, 193]   # overlaps >= 32
   assert tiles.origins(100, 128, 32) == [0]
   assert tiles.origins(128, 128, 32) == [0]
   w = tiles.ramp(128, 32)
