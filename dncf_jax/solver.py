@@ -328,7 +328,8 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   array. ``task``: one task for every image, or a sequence of N tasks of
   one class and settings (their masks, flash images or PSFs may differ).
   ``keys``: one PRNG key per image (default: ``split(key(config.seed), N)``);
-  image ``i`` gets exactly what :func:`restore` with ``keys[i]`` gives.
+  image ``i`` gets what :func:`restore` with ``keys[i]`` gives (exactly
+  with ``vectorize="map"``, up to float rounding with ``vmap``).
   Each image has its own blind choice and its own stopping: an image that
   meets the discrepancy principle is frozen while the others go on; the
   loop ends when all have stopped or the budget is spent.
@@ -336,8 +337,9 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   ``batch_size``: restore at most this many images at once (the batch is
   split into chunks of that size, run one after the other); a batch whose
   compiled program needs more memory than is free raises ``ValueError``
-  naming the sizes and a ``batch_size`` that fits. ``mesh``: a one-axis ``Mesh`` (``"batch"``, see
-  :func:`engine.batch_mesh`) to shard the batch over its devices; under
+  naming the sizes and a ``batch_size`` that fits. ``mesh``: a one-axis
+  ``Mesh`` (``"batch"``, see :func:`engine.batch_mesh`) to shard the batch
+  over its devices; under
   ``jax.distributed`` every process passes the whole batch and gets every
   result. ``vectorize``: ``vmap`` runs the images at once (a GPU's way),
   ``map`` one after the other inside the program (the numbers of single
