@@ -37,9 +37,9 @@ def _wait(procs) -> None:
 
 def test_two_processes_equal_one_process(tmp_path):
   one, two = str(tmp_path / "one.npz"), str(tmp_path / "two.npz")
-  _wait([_start(0, 1, 0, one, devices=2)])
   port = _free_port()
-  _wait([_start(i, 2, port, two, devices=1) for i in range(2)])
+  _wait([_start(0, 1, 0, one, devices=2)] +
+        [_start(i, 2, port, two, devices=1) for i in range(2)])
   a, b = np.load(one), np.load(two)
   for k in ("images", "data", "purified"):
     np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)

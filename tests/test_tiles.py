@@ -6,7 +6,6 @@ import pytest
 
 import dncf_jax as dn
 from dncf_jax import metrics, physics, tiles
-from dncf_jax.baselines import tv
 
 TINY = dn.DNCFConfig.from_flat(iterations=40, channels=8, scales=2,
                                skip_channels=2, checkpoint_every=10)
@@ -83,19 +82,3 @@ def test_bad_tile_settings_raise():
   with pytest.raises(ValueError, match="seeds"):
     tiles.restore_tiled(obs, physics.Denoise(), TINY, None,
                         tiles.TileConfig(seeds=0))
-
-
-@pytest.mark.slow
-def test_a_whole_photo_beats_its_first_guess_and_tv():
-  """192x256, sigma 25, the default configuration, tiled."""
-  gt = _photo(192, 256, seed=3)
-  rng = np.random.default_rng(3)
-  obs = np.clip(gt + 25 / 255 * rng.standard_normal(gt.shape), 0, 1
-                ).astype(np.float32)
-  task = physics.Denoise()
-  r = tiles.restore_tiled(obs, task, dn.DNCFConfig(), jax.random.key(0))
-  w, _ = tv.tv_weight_discrepancy(obs, task, [0.02, 0.05, 0.1, 0.2])
-  guess = np.clip(np.asarray(task.anchor(obs)), 0, 1)
-  p = metrics.psnr(r.image, gt)
-  assert p > metrics.psnr(guess, gt)
-  assert p > metrics.psnr(tv.tv_restore(obs, task, w), gt)
