@@ -1,4 +1,4 @@
-"""Clean and attacked accuracy of the CIFAR-10 ResNet-20 (issue 4, part 1).
+"""Clean and attacked accuracy of the CIFAR-10 ResNet-20.
 
     JAX_PLATFORMS=cpu python -m benchmarks.attacks_resnet20 --n=200
 

@@ -1,4 +1,4 @@
-"""Purified CIFAR-10 images per second, both DNCF modes (issue 4, speed).
+"""Purified CIFAR-10 images per second, both DNCF modes.
 
     python -m benchmarks.defense_throughput                        # batches of 32
     python -m benchmarks.defense_throughput --batch_sizes=32,256   # a GPU

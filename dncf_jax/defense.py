@@ -117,11 +117,11 @@ class Purifier:
     return GroupModel(self.config.net(self.out_channels))
 
   def _step(self, params):
-    cfg = self.config
+    cfg, pen = self.config, self.config.penalty()
     opt = optax.adam(cfg.lr)
     y_fun, step = solver.make_step(
-        self.model, solver.penalty_cover(cfg.penalty(), params), opt,
-        beta=cfg.beta, y_cfg=cfg.y, penalty_cfg=cfg.penalty())
+        self.model, solver.penalty_cover(pen, params), opt,
+        beta=cfg.beta, y_cfg=cfg.y, penalty_cfg=pen)
     return opt, y_fun, step
 
   def init(self, images: Array, weights: Array, noise_keys: Array,

@@ -340,6 +340,7 @@ def run(program: Callable, carry: Carry, inputs: PyTree, stop: int, *,
 
 def _record(history: History, before, after, stats, out, cands,
             snapshot_every: int) -> None:
+  snap = None   # the candidates on the host, fetched once if a snapshot is due
   for b in range(len(before)):
     n = int(after[b] - before[b])
     if n == 0:
@@ -352,7 +353,8 @@ def _record(history: History, before, after, stats, out, cands,
       ck.setdefault(k, []).append(np.asarray(v)[b])
     if snapshot_every and after[b] % snapshot_every == 0:
       history.snapshots[b]["iteration"].append(int(after[b]))
-      history.snapshots[b]["images"].append(np.clip(host(cands)[b], 0, 1))
+      snap = host(cands) if snap is None else snap
+      history.snapshots[b]["images"].append(np.clip(snap[b], 0, 1))
 
 
 def history_arrays(history: History, b: int) -> dict:

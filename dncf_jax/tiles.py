@@ -137,6 +137,8 @@ def restore_tiled(observation, task, config: DNCFConfig = DNCFConfig(),
   out = np.stack([r.image for r in results])
   out = out.reshape((len(starts), tiles.seeds) + out.shape[1:]).mean(axis=1)
   image = blend(out, starts, scene, tiles.overlap)
+  chunk = batch_size or len(results)   # each chunk's results share its compile time
   return TiledResult(image, results, starts, float(results[0].noise_sigma),
                      time.perf_counter() - t0,
-                     sum({r.compile_seconds for r in results}))
+                     sum(results[i].compile_seconds
+                         for i in range(0, len(results), chunk)))
