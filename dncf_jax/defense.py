@@ -38,6 +38,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dncf_jax import engine, filters, nets, physics, select, solver
+from dncf_jax.adaptive import bpda, eot_pgd  # noqa: F401  (adaptive attacks)
 from dncf_jax import quasi_newton as qn
 from dncf_jax.config import (FlatConfig, PenaltyConfig, YSolverConfig, param,
                              require)
@@ -260,46 +261,3 @@ def purify(images, config: DefenseConfig = DefenseConfig(),
     from jax.experimental import multihost_utils
     out = multihost_utils.process_allgather(out, tiled=True)
   return np.asarray(out)[:n]
-
-
-# ---------------------------------------------------------------------------
-# Adaptive evaluation: BPDA + EOT (Athalye et al. 2018)
-# ---------------------------------------------------------------------------
-
-
-def bpda(purifier: Callable[[Array], Array]) -> Callable[[Array], Array]:
-  """``x -> purifier(x)`` forward, identity backward (BPDA)."""
-  return lambda x: x + jax.lax.stop_gradient(purifier(x) - x)
-
-
-def eot_pgd(logits_fn: Callable[[Array], Array],
-            purifier: Callable[[Array, Array], Array], x: Array,
-            labels: Array, key: Array, *, eps: float = 8 / 255,
-            alpha: float = 2 / 255, steps: int = 7,
-            samples: int = 4) -> Array:
-  """L-inf PGD through ``purifier(x, key)`` with BPDA and EOT.
-
-  Each step averages the cross-entropy gradient over ``samples`` draws of
-  the purifier's randomness (fresh keys every step), each taken through
-  :func:`bpda`; uniform random start in the eps-ball. Traceable: jit it
-  with ``logits_fn`` and ``purifier`` closed over.
-  """
-  k0, kloop = jax.random.split(key)
-  start = jnp.clip(x + jax.random.uniform(k0, x.shape, x.dtype, -eps, eps),
-                   0.0, 1.0)
-
-  def grad_one(adv, k):
-    def loss(z):
-      logits = logits_fn(bpda(lambda u: purifier(u, k))(z))
-      return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels))
-    return jax.grad(loss)(adv)
-
-  def body(i, adv):
-    ks = jax.random.split(jax.random.fold_in(kloop, i), samples)
-    g = jax.lax.map(lambda k: grad_one(adv, k), ks)
-    g = jnp.mean(g, axis=0)
-    adv = adv + alpha * jnp.sign(g)
-    return jnp.clip(jnp.clip(adv, x - eps, x + eps), 0.0, 1.0)
-
-  return jax.lax.fori_loop(0, steps, body, start)
