@@ -148,6 +148,14 @@ def _dct_matrix() -> np.ndarray:
 _DCT = _dct_matrix()
 
 
+def _cubic(v: Array, r: Array, straight_through: bool) -> Array:
+  """``r + (v - r)^3`` for the integers ``r`` (no gradient of their own)."""
+  r = jax.lax.stop_gradient(r)
+  if straight_through:
+    r = v + jax.lax.stop_gradient(r - v)
+  return r + (v - r) ** 3
+
+
 def smooth_round(x: Array, straight_through: bool = True) -> Array:
   """``r + (x - r)^3``, ``r = round(x)`` half away from zero as libjpeg
   rounds (Shin and Song 2017).
@@ -155,10 +163,8 @@ def smooth_round(x: Array, straight_through: bool = True) -> Array:
   ``straight_through``: ``r`` passes the gradient unchanged (slope 1);
   otherwise ``r`` is constant (slope ``3 (x - r)^2``).
   """
-  r = jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
-  r = x + jax.lax.stop_gradient(r - x) if straight_through else (
-      jax.lax.stop_gradient(r))
-  return r + (x - r) ** 3
+  return _cubic(x, jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5),
+                straight_through)
 
 
 def _blocks(p: Array) -> Array:
@@ -265,9 +271,7 @@ def _code_plane(p: Array, table: np.ndarray, decided: Array,
   c = jnp.asarray(_DCT)
   b = _blocks(p - 128.0)
   coef = jnp.einsum("ui,abij,vj->abuv", c, b, c) / table
-  r = decided.astype(coef.dtype)
-  r = coef + jax.lax.stop_gradient(r - coef) if straight_through else r
-  coef = (r + (coef - r) ** 3) * table
+  coef = _cubic(coef, decided.astype(coef.dtype), straight_through) * table
   b = jnp.einsum("ui,abuv,vj->abij", c, coef, c)
   return jnp.clip(_unblocks(b) + 128.0, 0.0, 255.0)
 
