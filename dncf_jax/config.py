@@ -147,10 +147,18 @@ class SelectConfig:
   tau: float = param(0.9, "Discrepancy target tau * sigma^2 (noisy tasks).")
   y_handicap: float = param(1.0, "y must fit better by exp(this) to be "
                             "chosen (noiseless tasks).")
-  early_stop: bool = param(True, "Stop once the discrepancy principle is met.")
+  early_stop: bool = param(True, "Stop once the discrepancy principle is met "
+                           "(held out: once patience runs out).")
+  holdout: float = param(0.0, "Fraction of the measured pixels held out of "
+                         "the fit to score the candidates (0: the "
+                         "discrepancy or best-fit rule).")
+  patience: int = param(5, "Held out: stop after this many checkpoints "
+                        "without a better held-out score.")
 
   def check(self) -> None:
     require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+    require(0 <= self.holdout < 1, f"holdout must be in [0, 1), got {self.holdout}")
+    require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
     require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
     require(self.tau > 0, "tau must be > 0")
 
@@ -196,6 +204,8 @@ class DNCFConfig(FlatConfig):
                                   "the last block, only that block trained "
                                   "(Eq. 13).")
   seed: int = param(0, "Seed of the net's initialisation and of eps.")
+  ensemble: int = param(1, "Restorations per image, each from its own key "
+                        "(and held-out pixels), averaged; run as one batch.")
   net: NetConfig = NetConfig()
   y: YSolverConfig = YSolverConfig()
   penalty: PenaltyConfig = PenaltyConfig()
@@ -207,6 +217,7 @@ class DNCFConfig(FlatConfig):
     require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
     require(self.learning_rate > 0, "learning_rate must be > 0")
     require(self.epsilon >= 0, "epsilon must be >= 0")
+    require(self.ensemble >= 1, f"ensemble must be >= 1, got {self.ensemble}")
 
 
 def flat_fields(cfg) -> Iterator[tuple[str, dataclasses.Field, Any]]:

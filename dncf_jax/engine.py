@@ -51,6 +51,7 @@ class Result(NamedTuple):
   compile_seconds: float       # of which compilation
   params: PyTree               # final theta
   y: np.ndarray                # final net input (padded)
+  members: tuple = ()          # an ensemble's own results (image = their mean)
 
 
 class Carry(NamedTuple):

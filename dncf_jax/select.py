@@ -24,6 +24,16 @@ over the measured entries ``w``. Nothing here sees the ground truth.
 ``sigma`` is the task's known noise level, or else estimated from the
 observation alone by the median absolute deviation of its finest diagonal
 Haar wavelet coefficients (Donoho and Johnstone).
+
+* **Held out** (``holdout > 0``, any task): a random fraction of the
+  measured pixels is kept out of the data term and out of ``G``
+  (:func:`hold_out`), and the candidates are scored on those pixels only.
+  For a held-out entry ``i`` whose noise the restoration never saw,
+  ``E (x_i - I_s,i)^2 = (x_i - I_i)^2 + sigma^2``: the held-out residual
+  ranks iterates and candidates as their true error does (cross-validation,
+  as in Noise2Self), with or without noise and without knowing ``sigma``.
+  The best over the run wins (no handicap), and the run may stop after
+  ``patience`` checkpoints without a better score.
 """
 
 from __future__ import annotations
@@ -55,6 +65,26 @@ def estimate_noise_sigma(obs: Array, weights: Array | None = None) -> Array:
   return jnp.nanmedian(jnp.where(ok, jnp.abs(hh), jnp.nan)) / 0.6745
 
 
+def hold_out(key: Array, obs: Array, weights: Array, fraction: float
+             ) -> tuple[Array, Array, Array]:
+  """Splits the measured entries of ``obs`` (H, W, C) for a held-out score.
+
+  A random ``fraction`` of pixels (all their channels) is held out. Returns
+  ``(fit, held, filled)``: the weights the data term keeps, the weights the
+  blind rule scores, and ``obs`` with every held-out pixel replaced by the
+  mean of its fitted 3x3 neighbours (what ``G`` is given, so that it sees
+  no held-out value either).
+  """
+  w = jnp.broadcast_to(weights, obs.shape).astype(jnp.float32)
+  held = jax.random.bernoulli(key, fraction, obs.shape[:2] + (1,))
+  fit = jnp.where(held, 0.0, w)
+  box = lambda a: jax.lax.reduce_window(
+      jnp.pad(a, ((1, 1), (1, 1), (0, 0))), 0.0, jax.lax.add, (3, 3, 1),
+      (1, 1, 1), "VALID")
+  mean = box(obs * fit) / jnp.maximum(box(fit), 1e-6)
+  return fit, jnp.where(held, w, 0.0), jnp.where(held, mean, obs)
+
+
 def unsaturated(obs: Array, weights: Array) -> Array:
   """``weights`` without the entries where ``obs`` is clipped at 0 or 1."""
   return jnp.broadcast_to(weights, obs.shape) * ((obs > 0) & (obs < 1))
@@ -79,7 +109,7 @@ class Choice(NamedTuple):
   image: Array      # the candidate image
   candidate: Array  # index into CANDIDATES
   iteration: Array  # the iteration it was taken at
-  stopped: Array    # the discrepancy principle has been met (noisy case)
+  stopped: Array    # the discrepancy principle has been met, or patience ran out
 
 
 def init_choice(image: Array) -> Choice:
@@ -90,14 +120,18 @@ def init_choice(image: Array) -> Choice:
 
 def update_choice(choice: Choice, candidates: Array, res: Array, sigma: Array,
                   iteration: Array, tau: float = 0.9,
-                  y_handicap: float = 1.0, delta: float = 1e-8) -> Choice:
+                  y_handicap: float = 1.0, delta: float = 1e-8,
+                  patience: int | None = None) -> Choice:
   """The rule of the module docstring, one checkpoint at a time.
 
   ``candidates`` is stacked along axis 0 in the order of ``CANDIDATES``
-  and ``res`` holds their residuals.
+  and ``res`` holds their residuals. ``patience`` (iterations) selects the
+  held-out rule: ``res`` are held-out residuals, the best wins whatever
+  ``sigma``, and ``stopped`` is set ``patience`` iterations after the last
+  improvement.
   """
   it = jnp.asarray(iteration, jnp.int32)
-  # Noiseless: the best fit over the run, y handicapped.
+  # Noiseless or held out: the best fit over the run, y handicapped.
   scores = jnp.log(res + delta).at[0].add(y_handicap)
   k = jnp.argmin(scores)
   better = scores[k] < choice.score
@@ -105,6 +139,8 @@ def update_choice(choice: Choice, candidates: Array, res: Array, sigma: Array,
                jnp.where(better, candidates[k], choice.image),
                jnp.where(better, k.astype(jnp.int32), choice.candidate),
                jnp.where(better, it, choice.iteration), choice.stopped)
+  if patience is not None:
+    return fit._replace(stopped=it - fit.iteration >= patience)
   # Noisy: the moving average, frozen once its residual reaches tau sigma^2.
   ratio = res[EMA] / (tau * sigma * sigma + delta)
   keep = choice.stopped

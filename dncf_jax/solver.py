@@ -231,6 +231,11 @@ class DNCF:
     else:
       sigma = jnp.asarray(task.noise_sigma, jnp.float32)
     sel_w = jnp.where(sigma > 0, unsat, jnp.broadcast_to(weights, obs.shape))
+    if self.config.select.holdout > 0:
+      key, k_hold = jax.random.split(key)
+      weights, sel_w, filled = select.hold_out(k_hold, obs, weights,
+                                               self.config.select.holdout)
+      anchor = pad_to(task.anchor(filled), *model.padded_hw)
     k_init, k_eps = jax.random.split(key)
     y0 = anchor + self.config.epsilon * jax.random.normal(k_eps, anchor.shape)
     params = model.net.init(k_init, y0)
@@ -257,8 +262,13 @@ class DNCF:
                        state.ema / state.ema_weight, prob.image_y)
     res = select.residuals(prob.task.forward, cands, prob.obs,
                            prob.select_weights)
-    choice = select.update_choice(state.choice, cands, res, prob.sigma,
-                                  state.it, sel.tau, sel.y_handicap)
+    if sel.holdout > 0:
+      choice = select.update_choice(
+          state.choice, cands, res, prob.sigma, state.it, y_handicap=0.0,
+          patience=sel.patience * sel.checkpoint_every)
+    else:
+      choice = select.update_choice(state.choice, cands, res, prob.sigma,
+                                    state.it, sel.tau, sel.y_handicap)
     halt = jnp.logical_and(sel.early_stop, choice.stopped)
     return state._replace(choice=choice), cands, dict(residual=res), halt
 
@@ -332,7 +342,10 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   with ``vectorize="map"``, up to float rounding with ``vmap``).
   Each image has its own blind choice and its own stopping: an image that
   meets the discrepancy principle is frozen while the others go on; the
-  loop ends when all have stopped or the budget is spent.
+  loop ends when all have stopped or the budget is spent. With
+  ``config.ensemble = K`` every image is restored K times in the same
+  batch (keys ``fold_in(keys[i], j)``) and its result's ``image`` is their
+  mean (``members`` holds the K results).
 
   ``batch_size``: restore at most this many images at once (the batch is
   split into chunks of that size, run one after the other); a batch whose
@@ -360,6 +373,10 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
     (tasks[i] if tasks else task).validate(o)
   if keys is None:
     keys = list(jax.random.split(jax.random.key(config.seed), n))
+  if config.ensemble > 1:
+    return _ensemble(obs_list, tasks or task, config, keys, references,
+                     progress=progress, snapshot_every=snapshot_every,
+                     batch_size=batch_size, mesh=mesh, vectorize=vectorize)
   if batch_size is not None and n > batch_size:
     out = []
     for s in range(0, n, batch_size):
@@ -372,6 +389,23 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
     return out
   return _run_batch(obs_list, tasks or task, config, keys, references,
                     progress, snapshot_every, mesh, vectorize)
+
+
+def _ensemble(obs_list, task, config: DNCFConfig, keys, references,
+              **kw) -> list[Result]:
+  """``config.ensemble`` members per image (keys ``fold_in(key, j)``) in one
+  batch; each image's result is its first member's with the members'
+  mean as ``image`` and all of them in ``members``."""
+  k = config.ensemble
+  rep = lambda xs: [x for x in xs for _ in range(k)]
+  members = restore_batch(
+      rep(obs_list), rep(task) if isinstance(task, list) else task,
+      config.replace(ensemble=1),
+      [jax.random.fold_in(key, j) for key in keys for j in range(k)],
+      references=None if references is None else rep(references), **kw)
+  groups = [members[i:i + k] for i in range(0, len(members), k)]
+  return [g[0]._replace(image=np.mean([m.image for m in g], axis=0),
+                        members=tuple(g)) for g in groups]
 
 
 def _check_scene(task, obs_shape, references, n) -> tuple[int, int, int]:

@@ -4,9 +4,9 @@ A photo is cut into ``tile x tile`` windows (in the scene's pixels) that
 overlap by ``overlap`` pixels; every window, with its own crop of the
 task (a mask, a flash image: ``task.window(rows, cols)``), is one image of
 :func:`solver.restore_batch`, so all tiles of a photo run in one compiled
-program, each with its own blind choice and stop. ``seeds`` > 1 restores
-every tile with that many keys and averages them (an ensemble over the
-net's initialisation). The tiles' answers are blended with a window that
+program, each with its own blind choice and stop (with
+``config.ensemble`` > 1, each tile's answer is its members' mean). The
+tiles' answers are blended with a window that
 rises as ``sin^2`` over the overlap, so the weights sum to one everywhere
 and no seam is left. Memory is bounded by the tiles in flight
 (``batch_size``), not by the photo.
@@ -69,7 +69,6 @@ class TileConfig:
 
   tile: int = 128        # side of a tile in the scene's pixels
   overlap: int = 32      # pixels shared by neighbouring tiles
-  seeds: int = 1         # keys per tile, averaged
 
   def check(self, factor: int) -> None:
     require(self.tile >= 2 and self.tile % factor == 0,
@@ -78,14 +77,13 @@ class TileConfig:
     require(0 <= self.overlap < self.tile and self.overlap % factor == 0,
             f"overlap must be in [0, tile) and a multiple of {factor}, got "
             f"{self.overlap}")
-    require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
 
 
 class TiledResult(NamedTuple):
   """What :func:`restore_tiled` returns."""
 
   image: np.ndarray              # the blended blind answers, (H, W, C)
-  tiles: list                    # one engine Result per tile and seed
+  tiles: list                    # one engine Result per tile
   starts: list                   # (row, col) of each tile in the scene
   noise_sigma: float             # sigma every tile's blind rule used
   seconds: float
@@ -127,16 +125,15 @@ def restore_tiled(observation, task, config: DNCFConfig = DNCFConfig(),
   starts, images, tasks = [], [], []
   for start, rows, cols, sub in _windows(obs.shape, task, tiles, factor):
     starts.append(start)
-    images += [obs[rows, cols]] * tiles.seeds
-    tasks += [sub] * tiles.seeds
+    images.append(obs[rows, cols])
+    tasks.append(sub)
   if key is None:
     key = jax.random.key(config.seed)
   keys = [jax.random.fold_in(key, i) for i in range(len(images))]
   results = solver.restore_batch(images, tasks, config, keys,
                                  batch_size=batch_size, progress=progress)
-  out = np.stack([r.image for r in results])
-  out = out.reshape((len(starts), tiles.seeds) + out.shape[1:]).mean(axis=1)
-  image = blend(out, starts, scene, tiles.overlap)
+  image = blend(np.stack([r.image for r in results]), starts, scene,
+                tiles.overlap)
   chunk = batch_size or len(results)   # each chunk's results share its compile time
   return TiledResult(image, results, starts, float(results[0].noise_sigma),
                      time.perf_counter() - t0,

@@ -51,7 +51,6 @@ flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
 flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
-flags.DEFINE_integer("seeds", 1, "Keys per tile of dncf_tiles, averaged.")
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
 flags.adopt_module_key_flags(common)
@@ -80,8 +79,7 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
                 compile_seconds=r.compile_seconds)
   if method == "dncf_tiles":
     r = tiles.restore_tiled(obs, phys, cfg, jax.random.key(cfg.seed),
-                            tiles.TileConfig(FLAGS.tile, FLAGS.tile_overlap,
-                                             FLAGS.seeds))
+                            tiles.TileConfig(FLAGS.tile, FLAGS.tile_overlap))
     return dict(image=r.image, tiles=len(r.starts),
                 compile_seconds=r.compile_seconds)
   if method == "G":

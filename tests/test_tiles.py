@@ -79,6 +79,5 @@ def test_bad_tile_settings_raise():
   with pytest.raises(ValueError, match="multiple of the scale factor 4"):
     tiles.restore_tiled(obs[:8, :8], physics.SuperResolution(4), TINY, None,
                         tiles.TileConfig(tile=30, overlap=8))
-  with pytest.raises(ValueError, match="seeds"):
-    tiles.restore_tiled(obs, physics.Denoise(), TINY, None,
-                        tiles.TileConfig(seeds=0))
+  with pytest.raises(ValueError, match="ensemble must be >= 1"):
+    tiles.restore_tiled(obs, physics.Denoise(), TINY.replace(ensemble=0), None)
