@@ -64,6 +64,9 @@ flags.DEFINE_list("dncf_grid", ["iterations=10", "iterations=30",
                   "DNCF settings, each 'field=value[+field=value]' over the "
                   "DNCF flags (fields of DefenseConfig).")
 flags.DEFINE_integer("cw_steps", 100, "Adam steps of CW (both rows).")
+flags.DEFINE_boolean("report_only", False, "Write the table and figure "
+                     "from the rows in --output_dir, running none (cells "
+                     "not run show '-').")
 flags.DEFINE_integer("stop_after_rows", None, "Debug: stop after this many "
                      "new rows (to test --resume).")
 FLAGS.set_default("limit", 200)
@@ -284,7 +287,9 @@ def main(argv):
   out = FLAGS.output_dir
   jsonl, table_json = (os.path.join(out, f"{STEM}{e}")
                        for e in (".jsonl", ".json"))
-  if not FLAGS.resume:
+  if FLAGS.report_only and not os.path.isfile(jsonl):
+    raise ValueError(f"--report_only: no {jsonl} to report")
+  if not FLAGS.resume and not FLAGS.report_only:
     cli.refuse_overwrite([table_json, jsonl], FLAGS.overwrite,
                          "--resume (to continue that run) or another "
                          "--output_dir")
@@ -304,7 +309,9 @@ def main(argv):
               seed=FLAGS.seed, batch_size=FLAGS.batch_size,
               dncf=cli.config_values(table1.DNCF_FLAGS))
   meta_path = os.path.join(out, f"{STEM}_run.json")
-  if FLAGS.resume and os.path.isfile(meta_path):
+  if FLAGS.report_only and not os.path.isfile(meta_path):
+    raise ValueError(f"--report_only: no {meta_path} to report")
+  if (FLAGS.resume or FLAGS.report_only) and os.path.isfile(meta_path):
     with open(meta_path) as f:
       old = json.load(f)
     new = json.loads(json.dumps(meta))
@@ -313,8 +320,9 @@ def main(argv):
       raise ValueError(f"--resume: settings differ from the run in {out} "
                        f"({', '.join(diff)})")
     records = table1.read_records(jsonl)
-    with open(jsonl, "w") as f:  # drop a line cut by the interruption
-      f.writelines(json.dumps(r) + "\n" for r in records)
+    if FLAGS.resume:
+      with open(jsonl, "w") as f:  # drop a line cut by the interruption
+        f.writelines(json.dumps(r) + "\n" for r in records)
   else:
     records = []
     open(jsonl, "w").close()
@@ -364,7 +372,8 @@ def main(argv):
   rows = [(d, s, t) for d in sweep for s in settings[d]
           for t in ["clean"] + [t for t in threats
                                 if d != "none" or t in NON_ADAPTIVE]]
-  todo = [r for r in rows if (r[0], label(r[1]), r[2]) not in done]
+  todo = [r for r in rows if (r[0], label(r[1]), r[2]) not in done
+          and not FLAGS.report_only]
   record = cli.run_record()
   print(f"frontier: {len(sel)} images, {len(rows)} rows ({len(todo)} to "
         f"run), device {record['device']['kind']} "

@@ -55,6 +55,12 @@ def test_resumed_sweep_equals_an_uninterrupted_one(cifar_dir, models_dir,
                        ("none", "-")}
   assert rows[("none", "-")]["pgd"] == 0.0
   assert "pgd_bpda_eot" not in rows[("none", "-")]
+  # A report of some threats only, running nothing.
+  p = _run(*ARGS[:-1], "--threats=pgd", f"--output_dir={whole}",
+           "--report_only")
+  assert p.returncode == 0 and "0 to run" in p.stdout, p.stderr[-3000:]
+  md = (whole / "frontier.md").read_text()
+  assert "| jpeg | quality=30 | 8 |" in md and "pgd_bpda_eot" not in md.split("\n")[0]
   # Resuming with another threat model is refused; a finished run is kept.
   p = _run(*ARGS, f"--output_dir={parts}", "--resume", "--eot_samples=2")
   assert p.returncode == 2 and "settings differ" in p.stderr
