@@ -52,6 +52,13 @@ def test_restore_batch_equals_single_restores():
     assert b.chosen == one.chosen
     np.testing.assert_allclose(b.history["data"], one.history["data"],
                                rtol=1e-5)
+  # an ensemble is such a batch of one image: the mean of its members
+  ens = dn.restore(obs[0], task, cfg.replace(ensemble=4), keys[0])
+  members = [dn.restore(obs[0], task, cfg, jax.random.fold_in(keys[0], j))
+             for j in range(4)]
+  assert len(ens.members) == 4
+  np.testing.assert_allclose(ens.image, np.mean([m.image for m in members], 0),
+                             atol=1e-5)
 
 
 def test_vmapped_batch_equals_single_restores_up_to_rounding():
@@ -73,6 +80,23 @@ def test_vmapped_batch_equals_single_restores_up_to_rounding():
     one20 = dn.restore(o, task, longer, k)
     assert abs(dn.metrics.psnr(b20.image, c) -
                dn.metrics.psnr(one20.image, c)) < 0.05
+
+
+def test_held_out_pixels_change_the_score_never_the_fit():
+  obs = _images(1, size=32)[0]
+  task = physics.Denoise()
+  cfg = CFG.replace(iterations=20, checkpoint_every=10, holdout=0.2)
+  key = jax.random.key(0)
+  _, k_hold = jax.random.split(key)          # what DNCF.init draws
+  _, held, _ = dn.select.hold_out(k_hold, obs, task.weights(obs), 0.2)
+  other = np.where(held > 0, 1.0 - obs, obs).astype(np.float32)
+  a, b = dn.restore(obs, task, cfg, key), dn.restore(other, task, cfg, key)
+  np.testing.assert_array_equal(a.history["data"], b.history["data"])
+  assert not np.allclose(a.history["checkpoint_residual"],
+                         b.history["checkpoint_residual"])
+  # the held-out residual is the noise (sigma 0.1) plus the error there
+  res = a.history["checkpoint_residual"]
+  assert np.all(res > 0.5 * 0.1 ** 2) and np.all(res < 4 * 0.1 ** 2), res
 
 
 @pytest.mark.parametrize("vectorize", ["map", "vmap"])

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,15 +35,15 @@ def _data(tmp_path, n=2):
 def test_photos_writes_the_table_and_resumes(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
   args = [f"--data_dir={data}", f"--output_dir={out}", "--limit=2",
-          "--tasks=denoise,sr,inpaint",
+          "--tasks=denoise,inpaint",
           "--methods=G,tv,bicubic,biharmonic,dncf_tiles", *TINY]
   p = _run(*args)
   assert p.returncode == 0, p.stderr[-3000:]
   res = json.loads((out / "photos" / "photos.json").read_text())
   recs = res["records"]
-  # one photo (the folder holds one): denoise25/50 (G, tv, tiles), sr (G,
-  # tv, bicubic, tiles), inpaint (G, tv, biharmonic, tiles)
-  assert len(recs) == 3 + 3 + 4 + 4
+  # one photo (the folder holds one): denoise25/50 (G, tv, tiles), inpaint
+  # (G, tv, biharmonic, tiles); bicubic applies to sr only
+  assert len(recs) == 3 + 3 + 4
   assert all(np.isfinite(r["psnr"]) and r["seconds"] >= 0 for r in recs)
   assert res["schema_version"] >= 1 and res["config"]["iterations"] == 2
   md = (out / "photos" / "photos.md").read_text()
@@ -71,3 +72,19 @@ def test_photos_bad_input_is_one_line(tmp_path):
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
   p = _run("--tile=30", f"--data_dir={bad}", *TINY[:-3])
   assert p.returncode == 2 and "multiples of 4" in p.stderr
+
+
+def test_photo_inputs_follow_the_profile(tmp_path):
+  from dncf_jax import io as dio
+  path = str(_data(tmp_path, 1) / "bsd20" / "0.png")   # 40x56
+  sr = dio.photo_input("sr", path, 0)
+  assert sr["ground_truth"].shape == (40, 56, 3)
+  assert sr["observation"].shape == (10, 14, 3)
+  d = dio.photo_input("denoise50", path, 0)
+  assert d["sigma255"] == 50
+  assert 40 < 255 * np.std(d["observation"] - d["ground_truth"]) < 55
+  inp = dio.photo_input("inpaint", path, 0)
+  assert 0.4 < inp["mask"].mean() < 0.6
+  np.testing.assert_array_equal(inp["observation"][inp["mask"] == 0], 0)
+  with pytest.raises(ValueError, match="unknown photo task"):
+    dio.photo_input("deblur", path, 0)

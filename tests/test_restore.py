@@ -81,28 +81,3 @@ def test_noisy_run_stops_where_the_average_meets_the_discrepancy_target():
   target = CFG.select.tau * r.noise_sigma ** 2
   assert res[-1] <= target and np.all(res[:-1] > target)
 
-
-def test_ensemble_is_the_mean_of_its_members():
-  obs, task, _ = case("denoise")
-  cfg, key = CFG.replace(iterations=10), jax.random.key(0)
-  r = dn.restore(obs, task, cfg.replace(ensemble=2), key)
-  singles = [dn.restore(obs, task, cfg, jax.random.fold_in(key, j)).image
-             for j in range(2)]
-  assert len(r.members) == 2 and not np.array_equal(*singles)
-  np.testing.assert_allclose(r.image, np.mean(singles, axis=0), atol=1e-6)
-
-
-def test_held_out_pixels_change_the_score_never_the_fit():
-  obs, task, gt = case("denoise")
-  cfg, key = CFG.replace(iterations=20, holdout=0.2), jax.random.key(0)
-  _, k_hold = jax.random.split(key)          # what DNCF.init draws
-  _, held, _ = dn.select.hold_out(k_hold, obs, task.weights(obs), 0.2)
-  other = np.where(held > 0, 1.0 - obs, obs).astype(np.float32)
-  a = dn.restore(obs, task, cfg, key)
-  b = dn.restore(other, task, cfg, key)
-  np.testing.assert_array_equal(a.history["data"], b.history["data"])
-  assert not np.allclose(a.history["checkpoint_residual"],
-                         b.history["checkpoint_residual"])
-  # the held-out residual is the noise plus the error there
-  res = a.history["checkpoint_residual"]
-  assert np.all(res > 0.5 * 0.1 ** 2) and np.all(res < 4 * 0.1 ** 2)

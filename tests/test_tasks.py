@@ -13,7 +13,9 @@ from cases import CFG, case
 @pytest.mark.parametrize("name,conv", [
     ("denoise", "auto"), ("sr", "auto"), ("inpaint", "auto"),
     ("flash", "auto"), ("deblur", "auto"),
-    ("denoise", "xla")])   # lax.conv, what a GPU runs, checked on CPU too
+    # lax.conv, what a GPU runs, checked on CPU too (its compile is the
+    # slowest on CPU; test_nets.py checks the convolutions agree)
+    pytest.param("denoise", "xla", marks=pytest.mark.slow)])
 def test_task_end_to_end_beats_its_initial_guess(name, conv):
   obs, task, gt = case(name)
   # Deblurring climbs slowly: after 60 iterations it is 25.91-26.53 dB
