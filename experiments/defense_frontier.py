@@ -212,15 +212,22 @@ def to_markdown(table: dict, threats: list[str], meta: dict) -> str:
     cells = [r["defense"], r["setting"], str(r["images"])]
     cells += [fmt(r["accuracy"].get(t)) for t in ["clean"] + threats]
     lines.append("| " + " | ".join(cells) + " |")
-  note = ("Accuracy in % of the same images (every image counted). `pgd`, "
-          "`cw`: the attack on the bare classifier, then the defense. "
-          "`pgd_bpda_eot`: PGD through the defense with BPDA (backward: "
-          "smooth JPEG, unrolled TV, the blur itself, identity otherwise) "
-          f"and EOT over {meta['eot_samples']} draws for DNCF. `cw_bpda`: "
-          f"CW ({meta['cw_steps']} steps) through the same BPDA, one draw. "
-          "DNCF settings override " + json.dumps(
-              {k: meta["dncf"].get(table1.SHOWN_ALIASES.get(k, k))
-               for k in table1.SHOWN}) + ".")
+  parts = ["Accuracy in % of the same images (every image counted)."]
+  if set(threats) & set(NON_ADAPTIVE):
+    parts.append("`pgd`, `cw`: the attack on the bare classifier, then the "
+                 "defense.")
+  if "pgd_bpda_eot" in threats:
+    parts.append("`pgd_bpda_eot`: PGD through the defense with BPDA "
+                 "(backward: smooth JPEG, unrolled TV, the blur itself, "
+                 "identity otherwise) and EOT over "
+                 f"{meta['eot_samples']} draws for DNCF.")
+  if "cw_bpda" in threats:
+    parts.append(f"`cw_bpda`: CW ({meta['cw_steps']} steps) through the "
+                 "same BPDA, one draw.")
+  parts.append("DNCF settings override " + json.dumps(
+      {k: meta["dncf"].get(table1.SHOWN_ALIASES.get(k, k))
+       for k in table1.SHOWN}) + ".")
+  note = " ".join(parts)
   return "\n".join(lines + ["", note]) + "\n"
 
 
@@ -230,17 +237,24 @@ def plot(table: dict, threats: list[str], path: str) -> None:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(threats), figsize=(4.2 * len(threats), 4),
                            squeeze=False)
-  by_def: dict = {}
+  curves: dict = {}   # one per defense and swept field(s)
   for r in table["rows"]:
-    by_def.setdefault(r["defense"], []).append(r)
+    fields = "+".join(r["params"])
+    name = f"{r['defense']} ({fields})" if r["defense"].startswith(
+        "dncf_") else r["defense"]
+    curves.setdefault((r["defense"], name), []).append(r)
+  colors = {d: f"C{i}" for i, d in enumerate(DEFENSES)}
   for ax, t in zip(axes[0], threats):
-    for d, rows in by_def.items():
+    for k, ((d, name), rows) in enumerate(curves.items()):
       pts = [(r["accuracy"].get("clean"), r["accuracy"].get(t), r["setting"])
              for r in rows if r["accuracy"].get(t) is not None]
       if not pts:
         continue
-      xs, ys, names = zip(*pts)
-      ax.plot(xs, ys, "o-", label=d, ms=4)
+      xs, ys, _ = zip(*pts)
+      style = "*" if d == "none" else ("o--" if name.endswith("(beta)")
+                                        else "o-")
+      ax.plot(xs, ys, style, color=colors[d], label=name,
+              ms=9 if d == "none" else 4)
       for x, y, n in pts:
         ax.annotate(n.split("=")[-1] if n != "-" else "", (x, y), fontsize=6,
                     xytext=(2, 2), textcoords="offset points")
@@ -248,7 +262,7 @@ def plot(table: dict, threats: list[str], path: str) -> None:
     ax.set_xlabel("clean accuracy (%)")
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel("robust accuracy (%)")
-  axes[0][-1].legend(fontsize=7)
+  axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
