@@ -318,7 +318,9 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   checkpoint (no printing here). ``snapshot_every`` > 0 (a multiple of
   ``checkpoint_every``) copies the candidates to the host every that many
   iterations: ``history["snapshot_iteration"]`` (K,) and
-  ``history["snapshot_images"]`` (K, len(CANDIDATES), H, W, C).
+  ``history["snapshot_images"]`` (K, len(CANDIDATES), H, W, C). With
+  ``config.ensemble`` > 1 the image is the mean of that many restorations
+  (:func:`restore_batch`).
   """
   if key is None:
     key = jax.random.key(config.seed)
