@@ -134,6 +134,16 @@ def test_startup_profile_bad_flag_is_one_line():
   assert p.returncode == 1 and "error: --xla_options is not JSON" in p.stderr
 
 
+@pytest.mark.parametrize("flag,message", [
+    ("--sizes=40x30", "at least 32x32"), ("--sizes=big", "WIDTHxHEIGHT"),
+    ("--methods=whole,nope", "unknown method 'nope'")])
+def test_photo_memory_bad_flags_are_one_line(flag, message):
+  p = subprocess.run([sys.executable, "-m", "benchmarks.photo_memory", flag],
+                     cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert p.returncode == 1 and message in p.stderr, p.stderr
+  assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 def test_stop_rule_finds_the_first_stop_and_the_peak():
   its = np.array([10, 20, 30, 40])
   got = common.stop_and_peak(its, [1.5, 1.0, 0.8, 0.6], [20.0, 27.0, 28.0, 26.0])
