@@ -1,13 +1,14 @@
 """Input-purification baselines for the adversarial table.
 
 Each takes a batch of NHWC images in [0, 1] and returns one of the same
-shape and range: Gaussian blur, 3x3 median, JPEG (Pillow round trip),
+shape and range: Gaussian blur, median (3x3 or any odd size), JPEG (Pillow round trip),
 bit-depth reduction and TV denoising (Chambolle, scikit-image). Blur,
 median and bit depth are JAX; JPEG and TV run on the host in NumPy.
 """
 
 from __future__ import annotations
 
+import functools
 import io as _io
 from typing import Callable
 
@@ -37,19 +38,26 @@ def gaussian_blur(x: Array, sigma: float = 1.0) -> Array:
   return jax.vmap(lambda im: filters.gaussian_blur(im, sigma))(jnp.asarray(x))
 
 
-@jax.jit
-def _median3(x: Array) -> Array:
-  h, w = x.shape[1], x.shape[2]
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-  taps = jnp.stack([xp[:, i:i + h, j:j + w] for i in range(3)
-                    for j in range(3)])
+@functools.partial(jax.jit, static_argnums=1)
+def _median(x: Array, size: int) -> Array:
+  h, w, r = x.shape[1], x.shape[2], size // 2
+  xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+  taps = jnp.stack([xp[:, i:i + h, j:j + w] for i in range(size)
+                    for j in range(size)])
   return jnp.median(taps, axis=0)
+
+
+def median(x: Array, size: int = 3) -> Array:
+  """``size`` x ``size`` median filter per channel, reflected borders."""
+  _check(x)
+  if size < 1 or size % 2 == 0:
+    raise ValueError(f"median size must be odd and >= 1, got {size}")
+  return _median(jnp.asarray(x), size)
 
 
 def median3x3(x: Array) -> Array:
   """3x3 median filter per channel, reflected borders."""
-  _check(x)
-  return _median3(jnp.asarray(x))
+  return median(x, 3)
 
 
 def bit_depth(x: Array, bits: int = 4) -> Array:
@@ -87,7 +95,8 @@ def tv_denoise(x: Array, weight: float = 0.1) -> Array:
 
 
 DEFENSES: dict[str, Callable[..., Array]] = {
-    "gaussian_blur": gaussian_blur, "median3x3": median3x3, "jpeg": jpeg,
+    "gaussian_blur": gaussian_blur, "median3x3": median3x3, "median": median,
+    "jpeg": jpeg,
     "bit_depth": bit_depth, "tv": tv_denoise}
 
 

@@ -224,18 +224,18 @@ class DNCF:
     """The image phase's state and problem (``y0 = G(I_s) + eps``)."""
     model = self.model
     weights = jnp.asarray(task.weights(obs), jnp.float32)
-    anchor = pad_to(task.anchor(obs), *model.padded_hw)
     unsat = select.unsaturated(obs, weights)
     if task.noise_sigma is None:
       sigma = select.estimate_noise_sigma(obs, unsat)
     else:
       sigma = jnp.asarray(task.noise_sigma, jnp.float32)
     sel_w = jnp.where(sigma > 0, unsat, jnp.broadcast_to(weights, obs.shape))
+    seen = obs                                  # what G is given
     if self.config.select.holdout > 0:
       key, k_hold = jax.random.split(key)
-      weights, sel_w, filled = select.hold_out(k_hold, obs, weights,
-                                               self.config.select.holdout)
-      anchor = pad_to(task.anchor(filled), *model.padded_hw)
+      weights, sel_w, seen = select.hold_out(k_hold, obs, weights,
+                                             self.config.select.holdout)
+    anchor = pad_to(task.anchor(seen), *model.padded_hw)
     k_init, k_eps = jax.random.split(key)
     y0 = anchor + self.config.epsilon * jax.random.normal(k_eps, anchor.shape)
     params = model.net.init(k_init, y0)
@@ -262,13 +262,11 @@ class DNCF:
                        state.ema / state.ema_weight, prob.image_y)
     res = select.residuals(prob.task.forward, cands, prob.obs,
                            prob.select_weights)
-    if sel.holdout > 0:
-      choice = select.update_choice(
-          state.choice, cands, res, prob.sigma, state.it, y_handicap=0.0,
-          patience=sel.patience * sel.checkpoint_every)
-    else:
-      choice = select.update_choice(state.choice, cands, res, prob.sigma,
-                                    state.it, sel.tau, sel.y_handicap)
+    held_out = sel.holdout > 0
+    choice = select.update_choice(
+        state.choice, cands, res, prob.sigma, state.it, sel.tau,
+        0.0 if held_out else sel.y_handicap,
+        patience=sel.patience * sel.checkpoint_every if held_out else None)
     halt = jnp.logical_and(sel.early_stop, choice.stopped)
     return state._replace(choice=choice), cands, dict(residual=res), halt
 

@@ -159,6 +159,32 @@ def read_records(path: str) -> list[dict]:
   return out
 
 
+def open_records(jsonl: str, meta_path: str, meta: dict, keep: bool,
+                 rewrite: bool = True) -> list[dict]:
+  """The records a run starts from. With ``keep`` and a run in ``meta_path``:
+  its settings must equal ``meta`` (else ``ValueError`` naming the keys),
+  and the records of ``jsonl`` are returned (``rewrite``: written back
+  without a line cut by an interruption). Otherwise a new run: ``jsonl``
+  emptied, ``meta`` written, no records."""
+  if keep and os.path.isfile(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f)
+    new = json.loads(json.dumps(meta))
+    if old != new:
+      diff = [k for k in new if old.get(k) != new[k]]
+      raise ValueError(f"--resume: settings differ from the run in "
+                       f"{os.path.dirname(meta_path)} ({', '.join(diff)})")
+    records = read_records(jsonl)
+    if rewrite:
+      with open(jsonl, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return records
+  open(jsonl, "w").close()
+  with open(meta_path, "w") as f:
+    json.dump(meta, f, indent=1)
+  return []
+
+
 def build_table(records: list[dict], attacks: list[str], defenses: list[str],
                 adaptive: list[str]) -> dict:
   """Accuracies over every image recorded once (the last record wins)."""
@@ -266,21 +292,7 @@ def main(argv):
               dncf={k: dataclasses.asdict(v) for k, v in cfgs.items()
                     if k in def_names})
   meta_path = os.path.join(FLAGS.output_dir, f"{STEM}_run.json")
-  if FLAGS.resume and os.path.isfile(meta_path):
-    with open(meta_path) as f:
-      old = json.load(f)
-    if old != json.loads(json.dumps(meta)):
-      diff = [k for k in meta if old.get(k) != json.loads(json.dumps(meta[k]))]
-      raise ValueError(f"--resume: settings differ from the run in "
-                       f"{FLAGS.output_dir} ({', '.join(diff)})")
-    records = read_records(jsonl)
-    with open(jsonl, "w") as f:  # drop a line cut by the interruption
-      f.writelines(json.dumps(r) + "\n" for r in records)
-  else:
-    records = []
-    open(jsonl, "w").close()
-    with open(meta_path, "w") as f:
-      json.dump(meta, f, indent=1)
+  records = open_records(jsonl, meta_path, meta, keep=FLAGS.resume)
   done = {(r["row"], r["indices"][0]) for r in records}
 
   apply_fn, params = classifiers.load_resnet20(weights)

@@ -142,19 +142,6 @@ def parse_lists() -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------------
 
 
-def median(x, size: int = 3):
-  """``size`` x ``size`` median per channel, reflected borders (NHWC)."""
-  import jax.numpy as jnp
-  if size < 1 or size % 2 == 0:
-    raise ValueError(f"median size must be odd and >= 1, got {size}")
-  x = jnp.asarray(x)
-  h, w, r = x.shape[1], x.shape[2], size // 2
-  xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
-  taps = jnp.stack([xp[:, i:i + h, j:j + w] for i in range(size)
-                    for j in range(size)])
-  return jnp.median(taps, axis=0)
-
-
 def make_defense(name: str, setting: dict, seed: int):
   """``(apply(x, idx) -> np, forward(x, key), approx(x, key) or None,
   random)`` of defense ``name`` at ``setting``."""
@@ -171,17 +158,14 @@ def make_defense(name: str, setting: dict, seed: int):
                                           indices=idx)
     fwd = lambda x, k: fn(x, jnp.ones(x.shape[0]), jnp.arange(x.shape[0]), k)
     return apply, fwd, None, True
-  if name == "median":
-    real = lambda x: median(x, **setting)
-  elif name in ("jpeg", "tv"):
+  if name in ("jpeg", "tv"):
     real = adaptive.host(lambda a: np.asarray(db.defend(name, a, **setting)))
   else:
     real = lambda x: db.defend(name, x, **setting)
   approx = adaptive.APPROXIMATIONS["median3x3" if name == "median" else name]
   approx = None if approx is None else (
       lambda x, k: adaptive.approximation(name, **setting)(x))
-  apply = lambda x, idx: np.asarray(
-      median(x, **setting) if name == "median" else db.defend(name, x, **setting))
+  apply = lambda x, idx: np.asarray(db.defend(name, x, **setting))
   return apply, (lambda x, k: real(x)), approx, False
 
 
@@ -325,23 +309,9 @@ def main(argv):
   meta_path = os.path.join(out, f"{STEM}_run.json")
   if FLAGS.report_only and not os.path.isfile(meta_path):
     raise ValueError(f"--report_only: no {meta_path} to report")
-  if (FLAGS.resume or FLAGS.report_only) and os.path.isfile(meta_path):
-    with open(meta_path) as f:
-      old = json.load(f)
-    new = json.loads(json.dumps(meta))
-    if old != new:
-      diff = [k for k in new if old.get(k) != new[k]]
-      raise ValueError(f"--resume: settings differ from the run in {out} "
-                       f"({', '.join(diff)})")
-    records = table1.read_records(jsonl)
-    if FLAGS.resume:
-      with open(jsonl, "w") as f:  # drop a line cut by the interruption
-        f.writelines(json.dumps(r) + "\n" for r in records)
-  else:
-    records = []
-    open(jsonl, "w").close()
-    with open(meta_path, "w") as f:
-      json.dump(meta, f, indent=1)
+  records = table1.open_records(jsonl, meta_path, meta,
+                                keep=FLAGS.resume or FLAGS.report_only,
+                                rewrite=FLAGS.resume)
   done = {(r["defense"], r["setting"], r["threat"]) for r in records}
 
   apply_fn, params = classifiers.load_resnet20(weights)
