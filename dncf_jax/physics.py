@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dncf_jax import filters
+from dncf_jax import filters, select
 
 Array = jax.Array
 
@@ -101,15 +101,30 @@ def _static(default):
 
 @struct.dataclass
 class Denoise(_Identity):
-  """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``."""
+  """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``.
+
+  ``tv > 0`` makes ``G`` total-variation denoising instead (ROF by
+  Chambolle's algorithm, 100 steps) with weight ``tv * sigma``, ``sigma``
+  the known ``noise_sigma`` or else the one estimated from the observation:
+  a stronger first guess than the paper's smoothing filter.
+  """
 
   rho: float = _static(1.0)
   noise_sigma: Optional[float] = _static(None)
+  tv: float = _static(0.0)
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
+    if not (np.isfinite(self.tv) and self.tv >= 0):
+      raise ValueError(f"tv must be a finite number >= 0, got {self.tv}")
 
   def anchor(self, obs: Array) -> Array:
+    if self.tv > 0:
+      from dncf_jax.baselines import tv
+      obs = jnp.asarray(obs)
+      sigma = (select.estimate_noise_sigma(obs) if self.noise_sigma is None
+               else self.noise_sigma)
+      return tv.tv_denoise_steps(obs, self.tv * sigma, 100)
     return filters.gaussian_blur(obs, self.rho)
 
 

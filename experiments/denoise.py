@@ -12,6 +12,8 @@ from dncf_jax import physics
 from experiments import common
 
 flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
+flags.DEFINE_float("tv_guess", 0.0, "G by total variation (weight tv_guess x the noise std) "
+                   "instead of Gaussian smoothing; 0: the paper's G.")
 flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
                    "the blind selection; estimated from the image if unset.")
 common.define_config_flags()
@@ -36,7 +38,7 @@ def main(argv):
     obs = common.load(FLAGS.input)
     name = FLAGS.name or "denoise"
   sigma = None if FLAGS.noise_sigma is None else FLAGS.noise_sigma / 255.0
-  task = physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma)
+  task = physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma, tv=FLAGS.tv_guess)
   common.run_and_write(name, obs, task, gt)
 
 

@@ -51,6 +51,8 @@ flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
 flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
+flags.DEFINE_float("tv_guess", 0.0, "G by total variation (weight tv_guess x the noise std) "
+                   "instead of Gaussian smoothing; 0: the paper's G.")
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
 flags.adopt_module_key_flags(common)
@@ -59,7 +61,7 @@ flags.adopt_module_key_flags(common)
 def physics_of(task: str, inp: dict):
   from dncf_jax import physics
   if task.startswith("denoise"):
-    return physics.Denoise()
+    return physics.Denoise(tv=FLAGS.tv_guess)
   if task == "sr":
     return physics.SuperResolution(4)
   return physics.Inpaint(mask=inp["mask"])

@@ -19,11 +19,12 @@ def pytest_configure(config):
 
 # The longest files first (seconds per file on 2 cores, most first), so
 # that the workers of `-n auto --dist loadfile` finish together.
-LONGEST_FIRST = ("test_tasks.py", "test_restore.py", "test_photos.py",
-                 "test_multiprocess.py", "test_engine.py", "test_table2.py", "test_notebooks_b.py",
-                 "test_solver.py", "test_set5_gallery.py",
-                 "test_defense_experiment.py", "test_experiments.py",
-                 "test_notebooks.py", "test_defense.py")
+LONGEST_FIRST = ("test_engine.py", "test_table2.py", "test_solver.py",
+                 "test_tasks.py", "test_restore.py", "test_nets.py",
+                 "test_experiments.py", "test_photos.py", "test_notebooks.py",
+                 "test_defense_frontier.py", "test_set5_gallery.py",
+                 "test_defense.py", "test_baselines.py", "test_tiles.py",
+                 "test_multiprocess.py", "test_notebooks_b.py")
 
 
 def pytest_collection_modifyitems(config, items):

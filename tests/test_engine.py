@@ -117,8 +117,9 @@ def test_one_image_stops_early_while_the_others_go_on(vectorize):
 def test_batch_size_splits_the_batch():
   obs = _images(3)
   keys = list(jax.random.split(jax.random.key(0), 3))
-  whole = dn.restore_batch(obs, physics.Denoise(), CFG, keys)
-  parts = dn.restore_batch(obs, physics.Denoise(), CFG, keys, batch_size=2)
+  task = physics.Denoise(noise_sigma=0.1)
+  whole = dn.restore_batch(obs, task, CFG, keys)
+  parts = dn.restore_batch(obs, task, CFG, keys, batch_size=2)
   assert len(parts) == 3
   for a, b in zip(whole, parts):
     np.testing.assert_allclose(a.image, b.image, atol=1e-5)

@@ -95,7 +95,8 @@ def test_y_step_satisfies_armijo_and_lowers_the_loss(y_solver):
   assert 1 <= int(evals) <= cfg.y.max_backtracks + 1
 
 
-@pytest.mark.parametrize("y_steps", [1, 2])
+# two y steps per iteration: the same check, a second compile (slow)
+@pytest.mark.parametrize("y_steps", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_fused_lbfgs_gives_jaxopt_iterates(y_steps):
   """The fused y-step (one backward pass shared with theta) changes no iterate."""
   rng = np.random.default_rng(0)
