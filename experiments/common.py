@@ -61,6 +61,13 @@ flags.DEFINE_boolean("dry_run", False, "Load and check the inputs, write them "
 _CONFIG_FLAGS: dict[str, str] = {}
 
 
+def define_tv_guess_flag() -> None:
+  """``--tv_guess`` of the denoising commands (``physics.Denoise.tv``)."""
+  flags.DEFINE_float(
+      "tv_guess", 0.0, "G by total variation, weight tv_guess times the "
+      "noise std, instead of Gaussian smoothing; 0: the paper's G.")
+
+
 def define_config_flags(**defaults) -> None:
   """One flag per :class:`dncf_jax.DNCFConfig` field (its flag name and help
   text from the field's metadata), with per-task default overrides; all of

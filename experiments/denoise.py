@@ -12,8 +12,7 @@ from dncf_jax import physics
 from experiments import common
 
 flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
-flags.DEFINE_float("tv_guess", 0.0, "G by total variation (weight tv_guess x the noise std) "
-                   "instead of Gaussian smoothing; 0: the paper's G.")
+common.define_tv_guess_flag()
 flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
                    "the blind selection; estimated from the image if unset.")
 common.define_config_flags()

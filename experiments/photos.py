@@ -51,8 +51,7 @@ flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
 flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
-flags.DEFINE_float("tv_guess", 0.0, "G by total variation (weight tv_guess x the noise std) "
-                   "instead of Gaussian smoothing; 0: the paper's G.")
+common.define_tv_guess_flag()
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
 flags.adopt_module_key_flags(common)
@@ -211,7 +210,8 @@ def main(argv):
     fh.write(md + "\n")
   with open(os.path.join(out_dir, "photos.json"), "w") as fh:
     json.dump(dict(record, profile="photos", config=cfg.flat(),
-                   records=records), fh, indent=1, default=float)
+                   tv_guess=FLAGS.tv_guess, records=records),
+              fh, indent=1, default=float)
   print(md)
 
 
