@@ -119,8 +119,7 @@ def tv_denoise(image, weight: float = 0.1, iters: int = 200,
 def tv_denoise_steps(image: Array, weight: Array, iters: int) -> Array:
   """:func:`tv_denoise` with exactly ``iters`` steps and a traced ``weight``
   (no checks, no early stop): for use inside compiled programs."""
-  return jax.vmap(_chambolle_2d, in_axes=(2, None, None, None), out_axes=2)(
-      image, jnp.asarray(weight, image.dtype), 0.0, iters)
+  return _tv_denoise(image, jnp.asarray(weight, image.dtype), iters, 0.0)
 
 
 def chambolle_prox(v: Array, weight: Array, p: Array, iters: int):
