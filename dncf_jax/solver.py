@@ -441,7 +441,9 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   inputs = engine.shard(inputs, mesh)
   ref = engine.shard(ref, mesh) if ref is not None else None
 
-  method = DNCF(config, scene)
+  # The seed only made the default keys: runs that differ in it alone share
+  # their programs.
+  method = DNCF(config.replace(seed=0), scene)
   init, compile_s = engine.compiled((method, "init"), engine.batch_init(method),
                                     *inputs, mesh=mesh)
   engine.check_memory(init, n, f"restoring {n} images of {scene}")
@@ -457,7 +459,7 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   compile_s += s
   halted = engine.host(carry.halted)[:n]
   if config.feature_iterations and not np.all(halted):
-    fmethod = DNCF(config, scene, "features")
+    fmethod = DNCF(method.config, scene, "features")
     enter, s = engine.compiled((fmethod, "enter"),
                                jax.vmap(fmethod.enter_features),
                                carry.state, prob, mesh=mesh)

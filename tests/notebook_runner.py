@@ -95,10 +95,9 @@ def execute(path: str, monkeypatch):
   # The kernel imports this checkout's package, wherever it is installed from.
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
       [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-  # As in conftest.py: a lower XLA optimisation level halves compile time,
-  # and equal programs are shared with earlier runs through the cache.
-  monkeypatch.setenv("XLA_FLAGS", os.environ.get(
-      "XLA_FLAGS", "--xla_backend_optimization_level=0"))
+  # conftest.py's XLA flags (faster compiles), and equal programs are shared
+  # with earlier runs through the cache.
+  monkeypatch.setenv("XLA_FLAGS", os.environ["XLA_FLAGS"])
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

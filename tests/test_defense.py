@@ -74,7 +74,7 @@ def test_sharding_over_four_cpu_devices_matches_one_device():
       """)
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
              XLA_FLAGS="--xla_force_host_platform_device_count=4 "
-                       "--xla_backend_optimization_level=0")
+                       + os.environ["XLA_FLAGS"])
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                      capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]

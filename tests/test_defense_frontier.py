@@ -15,7 +15,7 @@ ARGS = ["--limit=8", "--batch_size=4", "--sweep=jpeg,none",
 
 def _run(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+             XLA_FLAGS=os.environ["XLA_FLAGS"])
   return subprocess.run([sys.executable, "-m", "experiments.defense_frontier",
                          *args, f"--compilation_cache={ROOT}/.jax_cache"],
                         cwd=ROOT, env=env, capture_output=True, text=True,

@@ -22,7 +22,7 @@ def _free_port() -> int:
 def _start(pid: int, nproc: int, port: int, out: str, devices: int):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-             "--xla_backend_optimization_level=0",     # as conftest.py sets
+             + os.environ["XLA_FLAGS"],                # as conftest.py sets
              PYTHONPATH=ROOT)
   return subprocess.Popen([sys.executable, WORKER, str(pid), str(nproc),
                            str(port), out], cwd=ROOT, env=env,

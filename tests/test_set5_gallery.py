@@ -39,7 +39,7 @@ def test_set5_inputs_follow_the_protocol(data_dir):
 
 def _run(tmp_path, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+             XLA_FLAGS=os.environ["XLA_FLAGS"])
   return subprocess.run(
       [sys.executable, "-m", "experiments.set5", "--profile=tiny",
        f"--output_dir={tmp_path}", f"--compilation_cache={ROOT}/.jax_cache",
@@ -78,7 +78,7 @@ def test_set5_bad_flags(tmp_path):
 def test_gallery_command_tiny(tmp_path, data_dir):
   """The README gallery's command on the tiny profile: a PNG and its numbers."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+             XLA_FLAGS=os.environ["XLA_FLAGS"])
   out = tmp_path / "g.png"
   args = [sys.executable, "-m", "experiments.gallery", "--profile=tiny",
           "--tasks=sr,flash", f"--output_dir={tmp_path}", "--name=g",

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(module, *args, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+             XLA_FLAGS=os.environ["XLA_FLAGS"])
   return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args],
                         cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
