@@ -85,6 +85,18 @@ def purify_throughput(images: np.ndarray, cfg, batch: int, repeats: int) -> dict
                                      max=float(max(rates)), n=len(rates)))
 
 
+def changed(cfg, item: str):
+  """``cfg`` with one ``flag=value`` setting changed (cast to its type)."""
+  name, _, value = item.partition("=")
+  current = cfg.flat()
+  if name not in current or not value:
+    raise ValueError(f"--breakdown: {item!r} is not flag=value of a "
+                     f"DefenseConfig setting ({', '.join(current)})")
+  kind = type(current[name])
+  cast = (lambda v: v.lower() in ("1", "true")) if kind is bool else kind
+  return cfg.replace(**{name: cast(value)})
+
+
 def stop_and_peak(iterations, ratio, psnr) -> dict:
   """The first checkpoint with ``ratio <= 1`` (None if never) and the best."""
   below = np.flatnonzero(np.asarray(ratio) <= 1.0)

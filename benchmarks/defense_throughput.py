@@ -10,6 +10,10 @@ with the settings of ``experiments/configs/defense_cifar10.flags``
 (``DefenseConfig()``'s defaults). The first call, which compiles, is timed
 apart; then ``--repeats`` calls on new batches give images per second
 (median, min, max). Prints a Markdown table and writes JSON.
+
+``--breakdown=y_solver=none,channels=8`` says where the time goes: each
+setting changed alone from the default, its images/s beside the
+default's (batches of the first ``--batch_sizes``), as a ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 
 from absl import flags
 
-from benchmarks.common import (describe, machine, peak_rss_mb,
+from benchmarks.common import (changed, describe, machine, peak_rss_mb,
                                purify_throughput, write_json)
 from experiments import cli
 
@@ -30,6 +34,8 @@ flags.DEFINE_list("batch_sizes", ["32"], "Images per purify call.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after the compiling one.")
 flags.DEFINE_integer("iterations", 30, "DNCF iterations per image.")
 flags.DEFINE_integer("channels", 16, "Width of the 3-conv net.")
+flags.DEFINE_list("breakdown", [], "Settings (DefenseConfig flag=value) "
+                  "each changed alone from the default and timed beside it.")
 flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
 flags.DEFINE_string("output", "benchmarks/results/defense_throughput.json",
                     "JSON path.")
@@ -65,6 +71,19 @@ def main(argv):
       print(f"| {mode} | {b} | {r['first_call_seconds']:.1f} | "
             f"{ips['median']:.1f} ({ips['min']:.1f}-{ips['max']:.1f}) |",
             flush=True)
+  if FLAGS.breakdown:
+    print("\n| mode | setting | images/s | x default |\n|---|---|---|---|")
+  for mode in modes if FLAGS.breakdown else ():
+    base = defense.DefenseConfig(mode=mode, iterations=FLAGS.iterations,
+                                 channels=FLAGS.channels)
+    ref = None
+    for item in ["default"] + list(FLAGS.breakdown):
+      cfg = base if item == "default" else changed(base, item)
+      r = purify_throughput(images, cfg, sizes[0], FLAGS.repeats)
+      rate = r["images_per_second"]["median"]
+      ref = ref or rate
+      out["runs"].append(dict(r, setting=item, ratio_to_default=rate / ref))
+      print(f"| {mode} | {item} | {rate:.1f} | {rate / ref:.2f} |", flush=True)
   out["peak_rss_mb"] = peak_rss_mb()
   write_json(FLAGS.output, out, f" ({describe(out['machine'])})")
 

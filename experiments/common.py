@@ -61,11 +61,17 @@ flags.DEFINE_boolean("dry_run", False, "Load and check the inputs, write them "
 _CONFIG_FLAGS: dict[str, str] = {}
 
 
+# The denoising commands' first guess: total variation at half the noise
+# std, measured 0.19 dB above the paper's Gaussian G on the 20 bsd20 photos
+# (docs/results.md); the benchmark flagfiles set 0, the paper's G.
+TV_GUESS = 0.5
+
+
 def define_tv_guess_flag() -> None:
   """``--tv_guess`` of the denoising commands (``physics.Denoise.tv``)."""
   flags.DEFINE_float(
-      "tv_guess", 0.0, "G by total variation, weight tv_guess times the "
-      "noise std, instead of Gaussian smoothing; 0: the paper's G.")
+      "tv_guess", TV_GUESS, "G by total variation, weight tv_guess times the "
+      "noise std, instead of Gaussian smoothing (--rho); 0: the paper's G.")
 
 
 def define_config_flags(**defaults) -> None:

@@ -18,7 +18,8 @@ configuration on overlapping tiles restored as one batch
 
 DNCF's settings are the photo commands' flags (default: the default
 configuration). Each (task, photo, method) is one line of
-``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there;
+``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
+and refuses records made with other settings, kept in ``settings.json``;
 without it an existing file needs ``--overwrite``); the table, per photo
 and mean (PSNR, SSIM, seconds), goes to ``photos.md`` and ``photos.json``,
 and one panel per task (first photo: the observation, every method, the
@@ -36,12 +37,11 @@ import numpy as np
 from PIL import Image
 
 from experiments import cli, common
+from experiments.photos_report import METHODS, table
 
 FLAGS = flags.FLAGS
 TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
          "denoise50": ("denoise50",), "sr": ("sr",), "inpaint": ("inpaint",)}
-METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
-           "biharmonic")
 APPLIES = {"cbm3d": ("denoise25", "denoise50"), "bicubic": ("sr",),
            "biharmonic": ("inpaint",)}
 TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
@@ -126,33 +126,20 @@ def check_flags() -> tuple[list[str], list[str]]:
   return tasks, list(FLAGS.methods)
 
 
-def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
-  """Markdown: per task, a row per photo and the mean; PSNR / SSIM / s."""
-  lines = []
-  for task in tasks:
-    rows = [r for r in records if r["task"] == task]
-    names = [m for m in methods if any(r["method"] == m for r in rows)]
-    if not rows:
-      continue
-    head = [f"{m} (ORACLE)" if m == "tv_oracle" else m for m in names]
-    lines += [f"### {task}", "", "| photo | " + " | ".join(head) + " |",
-              "|---" * (len(names) + 1) + "|"]
-    photos = sorted({r["photo"] for r in rows}, key=lambda p: int(p.split(":")[0]))
-    cell = lambda r: (f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds']:.0f}"
-                      if r else "")
-    for p in photos + ["mean"]:
-      out = []
-      for m in names:
-        sel = [r for r in rows if r["method"] == m and (p == "mean" or r["photo"] == p)]
-        if p == "mean" and sel:
-          sel = [dict(psnr=np.mean([r["psnr"] for r in sel]),
-                      ssim=np.mean([r["ssim"] for r in sel]),
-                      seconds=np.mean([r["seconds"] for r in sel]))]
-        out.append(cell(sel[0] if sel else None))
-      lines.append(f"| {p} | " + " | ".join(out) + " |")
-    lines.append("")
-  return "\n".join(lines + ["PSNR (dB) / SSIM / seconds per photo. ORACLE: "
-                            "chosen with the ground truth."])
+def check_settings(path: str, settings: dict, resume: bool) -> None:
+  """Writes ``settings`` to ``path``; with ``resume``, first refuses (one
+  ``ValueError`` line) records made with other settings."""
+  if resume and os.path.isfile(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = sorted(k for k in set(old) | set(settings)
+                  if old.get(k) != settings.get(k))
+    if diff:
+      raise ValueError(f"the records beside {path} were made with other "
+                       f"settings ({', '.join(diff)}); pass --overwrite or "
+                       "another --output_dir")
+  with open(path, "w") as f:
+    json.dump(settings, f, indent=1)
 
 
 def save_panel(path: str, images: list[np.ndarray]) -> None:
@@ -178,6 +165,10 @@ def main(argv):
   if not FLAGS.resume:
     cli.refuse_overwrite([path], FLAGS.overwrite, "--resume")
     open(path, "w").close()
+  check_settings(os.path.join(out_dir, "settings.json"),
+                 dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
+                      tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
+                 FLAGS.resume)
   done = {(r["task"], r["photo"], r["method"]) for r in read_records(path)}
   record = cli.run_record()
   for task in tasks:

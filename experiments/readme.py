@@ -7,8 +7,9 @@ A generated block of the README sits between two comment lines,
     <!-- end generated: NAME -->
 
 and :data:`BLOCKS` says where each NAME comes from: a Markdown table
-written by ``experiments.table2`` (its title line dropped) or a Table 1
-JSON of ``experiments.defense``, rendered by its own ``to_markdown``.
+written by ``experiments.table2`` (its title line dropped), a Table 1
+JSON of ``experiments.defense``, rendered by its own ``to_markdown``, or
+a ``photos.json`` of ``experiments.photos`` (the means over its photos).
 This command replaces every block whose source exists (a missing source
 is reported and its block left alone); ``--check`` changes nothing and
 exits with status 1 if the README differs from what it would write (a
@@ -32,6 +33,7 @@ BLOCKS = {
     "table1_cifar10_2000_h200": ("table1", "benchmarks/results/table1_cifar10_2000_h200.json"),
     "table2_paper_h100": ("table2", "benchmarks/results/table2_paper_h100.md"),
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
+    "photos_bsd20_denoise25_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json"),
 }
 
 FLAGS = flags.FLAGS
@@ -64,6 +66,12 @@ def render(kind: str, path: str) -> str:
     from experiments.defense import to_markdown
     table = json.loads(raw)
     return to_markdown(table, table["meta"]["defenses"], table["meta"])
+  if kind == "photos":
+    from experiments.photos_report import METHODS, summary
+    recs = json.loads(raw)["records"]
+    tasks = list(dict.fromkeys(r["task"] for r in recs))
+    return summary(recs, tasks, [m for m in METHODS
+                                 if any(r["method"] == m for r in recs)]) + "\n"
   lines = raw.splitlines()
   if lines and lines[0].startswith("# "):   # the file's own title
     lines = lines[1:]

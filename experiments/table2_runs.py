@@ -205,9 +205,11 @@ def task_input(task: str, prof: Profile, data_dir: str) -> dict:
 
 
 def make_physics(task: str, inputs: dict, fl: dict):
-  """The task's physics, with the rho / factor / kernel of its flagfile."""
+  """The task's physics, with the rho / tv_guess / factor / kernel of its
+  flagfile."""
   if task == "denoise":
-    return physics.Denoise(rho=float(fl.get("rho", 1.0)))
+    return physics.Denoise(rho=float(fl.get("rho", 1.0)),
+                           tv=float(fl.get("tv_guess", 0.0)))
   if task == "sr":
     return physics.SuperResolution(int(fl.get("factor", 4)),
                                    fl.get("kernel", "lanczos"),

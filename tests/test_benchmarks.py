@@ -61,6 +61,18 @@ def test_defense_throughput_measures_images_per_second():
     common.purify_throughput(images, cfg, batch=2, repeats=2)
 
 
+def test_defense_breakdown_changes_one_setting_with_its_type():
+  from dncf_jax import defense
+  changed = common.changed
+  base = defense.DefenseConfig()
+  assert changed(base, "y_solver=none").y.solver == "none"
+  assert changed(base, "channels=8").channels == 8
+  assert changed(base, "norm=false").norm is False
+  assert changed(base, "epsilon=0.01").epsilon == 0.01
+  with pytest.raises(ValueError, match="not flag=value"):
+    changed(base, "width=8")
+
+
 def test_dip_reference_summary_and_clear_errors(tmp_path):
   from benchmarks import dip_reference as dr
   rows = [(50, 1.0, 25.0, 24.0), (100, 2.0, 27.0, 26.5), (150, 3.0, 26.0, 26.8)]

@@ -56,6 +56,10 @@ def test_photos_writes_the_table_and_resumes(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert len(json.loads((out / "photos" / "photos.json").read_text())
              ["records"]) == len(recs)
+  other = _run(*args, "--resume", "--tv_guess=0")   # not mixed in
+  assert other.returncode == 2, other.stderr[-3000:]
+  assert "other settings (tv_guess)" in other.stderr
+  assert len(other.stderr.strip().splitlines()) == 1
 
 
 def test_photos_bad_input_is_one_line(tmp_path):
@@ -88,3 +92,15 @@ def test_photo_inputs_follow_the_profile(tmp_path):
   np.testing.assert_array_equal(inp["observation"][inp["mask"] == 0], 0)
   with pytest.raises(ValueError, match="unknown photo task"):
     dio.photo_input("deblur", path, 0)
+
+
+def test_summary_is_the_mean_per_task_and_method():
+  from experiments.photos_report import summary
+  recs = [dict(task="denoise25", photo=f"{i}:p.png", method=m, psnr=p,
+               ssim=0.5, seconds=s)
+          for i, (m, p, s) in enumerate([("dncf", 27.0, 10), ("dncf", 29.0, 30),
+                                         ("tv_oracle", 28.0, 4)])]
+  rows = summary(recs, ["denoise25", "sr"], ["dncf", "tv_oracle", "cbm3d"])
+  assert rows.splitlines()[2:] == [
+      "| denoise25 | dncf | 28.00 | 0.500 | 20 | 2 |",
+      "| denoise25 | tv_oracle (ORACLE) | 28.00 | 0.500 | 4 | 1 |"]
