@@ -62,7 +62,7 @@ _CONFIG_FLAGS: dict[str, str] = {}
 
 
 # The denoising commands' first guess: total variation at half the noise
-# std, measured 0.19 dB above the paper's Gaussian G on the 20 bsd20 photos
+# std, above the paper's Gaussian G on the mean of the bsd20 photos
 # (docs/results.md); the benchmark flagfiles set 0, the paper's G.
 TV_GUESS = 0.5
 
