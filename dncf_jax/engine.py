@@ -26,6 +26,7 @@ progress.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -139,6 +140,13 @@ def compiled(key: Any, fn: Callable, *args, mesh: Optional[Mesh] = None
   _CACHE[full] = program
   _COMPILES[0] += 1
   return program, time.perf_counter() - t0
+
+
+def unseeded(method):
+  """``method`` with its config's seed at 0: the seed only makes PRNG keys on
+  the host, so runs that differ in it alone share their compiled programs
+  (:func:`compiled` keys on the method)."""
+  return dataclasses.replace(method, config=method.config.replace(seed=0))
 
 
 def free_bytes() -> Optional[int]:

@@ -441,9 +441,7 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   inputs = engine.shard(inputs, mesh)
   ref = engine.shard(ref, mesh) if ref is not None else None
 
-  # The seed only made the default keys: runs that differ in it alone share
-  # their programs.
-  method = DNCF(config.replace(seed=0), scene)
+  method = engine.unseeded(DNCF(config, scene))
   init, compile_s = engine.compiled((method, "init"), engine.batch_init(method),
                                     *inputs, mesh=mesh)
   engine.check_memory(init, n, f"restoring {n} images of {scene}")

@@ -12,6 +12,16 @@ METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
            "biharmonic")
 
 
+def _mean(records: list[dict]) -> dict:
+  """PSNR, SSIM and seconds averaged over ``records``."""
+  return {k: float(np.mean([r[k] for r in records]))
+          for k in ("psnr", "ssim", "seconds")}
+
+
+def _name(method: str) -> str:
+  return f"{method} (ORACLE)" if method == "tv_oracle" else method
+
+
 def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
   """Markdown: per task, a row per photo and the mean; PSNR / SSIM / s."""
   lines = []
@@ -20,8 +30,7 @@ def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
     names = [m for m in methods if any(r["method"] == m for r in rows)]
     if not rows:
       continue
-    head = [f"{m} (ORACLE)" if m == "tv_oracle" else m for m in names]
-    lines += [f"### {task}", "", "| photo | " + " | ".join(head) + " |",
+    lines += [f"### {task}", "", "| photo | " + " | ".join(map(_name, names)) + " |",
               "|---" * (len(names) + 1) + "|"]
     photos = sorted({r["photo"] for r in rows}, key=lambda p: int(p.split(":")[0]))
     cell = lambda r: (f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds']:.0f}"
@@ -31,9 +40,7 @@ def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
       for m in names:
         sel = [r for r in rows if r["method"] == m and (p == "mean" or r["photo"] == p)]
         if p == "mean" and sel:
-          sel = [dict(psnr=np.mean([r["psnr"] for r in sel]),
-                      ssim=np.mean([r["ssim"] for r in sel]),
-                      seconds=np.mean([r["seconds"] for r in sel]))]
+          sel = [_mean(sel)]
         out.append(cell(sel[0] if sel else None))
       lines.append(f"| {p} | " + " | ".join(out) + " |")
     lines.append("")
@@ -50,9 +57,7 @@ def summary(records: list[dict], tasks: list[str], methods: list[str]) -> str:
     for m in methods:
       sel = [r for r in records if r["task"] == task and r["method"] == m]
       if sel:
-        name = f"{m} (ORACLE)" if m == "tv_oracle" else m
-        lines.append(
-            f"| {task} | {name} | {np.mean([r['psnr'] for r in sel]):.2f} | "
-            f"{np.mean([r['ssim'] for r in sel]):.3f} | "
-            f"{np.mean([r['seconds'] for r in sel]):.0f} | {len(sel)} |")
+        mean = _mean(sel)
+        lines.append(f"| {task} | {_name(m)} | {mean['psnr']:.2f} | "
+                     f"{mean['ssim']:.3f} | {mean['seconds']:.0f} | {len(sel)} |")
   return "\n".join(lines)

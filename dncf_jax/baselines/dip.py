@@ -233,8 +233,7 @@ def run_method(method, observation, task, key: Optional[Array], reference,
     key = jax.random.key(config.seed)
   if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.wrap_key_data(key)
-  # The seed only made the key: runs that differ in it alone share programs.
-  method = dataclasses.replace(method, config=config.replace(seed=0))
+  method = engine.unseeded(method)
   inputs = (jnp.asarray(observation, jnp.float32)[None],
             engine.stack_tasks(task, 1), jax.random.key_data(key)[None])
   ref = None if reference is None else jnp.asarray(reference, jnp.float32)[None]
