@@ -6,8 +6,8 @@
 For each mode (``per_image``: one theta per image, vmapped; ``shared``:
 one theta per batch) and batch size, :func:`dncf_jax.defense.purify` on
 consecutive batches of the 2000-image CIFAR-10 subset of ``BENCHMARKS.md``
-with the settings of ``experiments/configs/defense_cifar10.flags``
-(``DefenseConfig()``'s defaults). The first call, which compiles, is timed
+with ``DefenseConfig()``'s defaults (``--iterations=30``: the setting of
+``experiments/configs/defense_cifar10.flags``). The first call, which compiles, is timed
 apart; then ``--repeats`` calls on new batches give images per second
 (median, min, max). Prints a Markdown table and writes JSON.
 
@@ -32,13 +32,25 @@ MODES = ("per_image", "shared")
 flags.DEFINE_list("modes", list(MODES), f"Among {MODES}.")
 flags.DEFINE_list("batch_sizes", ["32"], "Images per purify call.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after the compiling one.")
-flags.DEFINE_integer("iterations", 30, "DNCF iterations per image.")
-flags.DEFINE_integer("channels", 16, "Width of the 3-conv net.")
+flags.DEFINE_integer("iterations", None, "DNCF iterations per image "
+                     "(default: DefenseConfig's).")
+flags.DEFINE_integer("channels", None, "Width of the 3-conv net (default: "
+                     "DefenseConfig's).")
 flags.DEFINE_list("breakdown", [], "Settings (DefenseConfig flag=value) "
                   "each changed alone from the default and timed beside it.")
 flags.DEFINE_string("data_dir", None, "Shared data (default ../shared/data).")
 flags.DEFINE_string("output", "benchmarks/results/defense_throughput.json",
                     "JSON path.")
+
+
+def base_config(mode: str):
+  """``DefenseConfig`` of ``mode`` with ``--iterations``/``--channels`` when given."""
+  from dncf_jax import defense
+  given = {k: getattr(FLAGS, k) for k in ("iterations", "channels")
+           if getattr(FLAGS, k) is not None}
+  cfg = defense.DefenseConfig(mode=mode, **given)
+  cfg.validate()
+  return cfg
 
 
 def main(argv):
@@ -62,8 +74,7 @@ def main(argv):
   print("| mode | batch | first call s (compile) | images/s median (min-max) |")
   print("|---|---|---|---|")
   for mode in modes:
-    cfg = defense.DefenseConfig(mode=mode, iterations=FLAGS.iterations,
-                                channels=FLAGS.channels)
+    cfg = base_config(mode)
     for b in sizes:
       r = purify_throughput(images, cfg, b, FLAGS.repeats)
       out["runs"].append(r)
@@ -74,8 +85,7 @@ def main(argv):
   if FLAGS.breakdown:
     print("\n| mode | setting | images/s | x default |\n|---|---|---|---|")
   for mode in modes if FLAGS.breakdown else ():
-    base = defense.DefenseConfig(mode=mode, iterations=FLAGS.iterations,
-                                 channels=FLAGS.channels)
+    base = base_config(mode)
     ref = None
     for item in ["default"] + list(FLAGS.breakdown):
       cfg = base if item == "default" else changed(base, item)

@@ -13,7 +13,8 @@ the defense's randomness. Approximations:
   a fixed number of steps, differentiable through every step.
 
 :data:`APPROXIMATIONS` maps each defense of the adversarial table to its
-approximation. Images are NHWC batches in [0, 1].
+approximation; :func:`baseline` gives a baseline's traceable forward and
+its approximation together. Images are NHWC batches in [0, 1].
 """
 
 from __future__ import annotations
@@ -388,6 +389,7 @@ APPROXIMATIONS: dict[str, Optional[Callable[..., Array]]] = {
     "jpeg": smooth_jpeg,
     "tv": lambda x, weight=0.1: unrolled_tv(x, weight),
     "median3x3": None,
+    "median": None,
     "gaussian_blur": defense_baselines.gaussian_blur,
     "bit_depth": None,
     "dncf_per_image": None,
@@ -402,3 +404,26 @@ def approximation(name: str, **settings) -> Callable[[Array], Array]:
                      f"{sorted(APPROXIMATIONS)}")
   fn = APPROXIMATIONS[name]
   return _identity if fn is None else (lambda x: fn(x, **settings))
+
+
+HOST = ("jpeg", "tv")   # baselines that run on the host (NumPy, Pillow)
+
+Purifier = Callable[[Array, Array], Array]
+
+
+def baseline(name: str, **settings) -> tuple[Purifier, Optional[Purifier]]:
+  """Baseline ``name`` of :mod:`defense_baselines` at ``settings``, ready
+  for an adaptive attack: ``(forward, approx)``, each ``(x, key) -> x``.
+
+  ``forward`` is the real defense, traceable (JPEG and TV through
+  :func:`host`); ``approx`` its approximation from :data:`APPROXIMATIONS`
+  (None: identity). Pass both to :func:`eot_pgd` or :func:`bpda`.
+  """
+  if name not in defense_baselines.DEFENSES:
+    raise ValueError(f"unknown defense {name!r}; choose one of "
+                     f"{sorted(defense_baselines.DEFENSES)}")
+  real = lambda x: defense_baselines.defend(name, x, **settings)
+  run = host(lambda a: np.asarray(real(a))) if name in HOST else real
+  fn = APPROXIMATIONS[name]
+  approx = None if fn is None else (lambda x, key: fn(x, **settings))
+  return (lambda x, key: run(x)), approx

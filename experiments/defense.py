@@ -31,7 +31,9 @@ ALL_ATTACKS = ("fgsm", "ffgsm", "bim", "pgd", "cw")
 DNCF = ("dncf_per_image", "dncf_shared")
 BASELINES = ("gaussian_blur", "median3x3", "jpeg", "bit_depth", "tv")
 ALIASES = {"blur": "gaussian_blur", "median": "median3x3"}
-TRACEABLE = DNCF + ("gaussian_blur", "median3x3", "bit_depth")
+# BPDA's backward pass per defense (identity where not named).
+BACKWARD = {"jpeg": "smooth JPEG", "tv": "unrolled TV, 200 steps",
+            "gaussian_blur": "the blur"}
 
 flags.DEFINE_string("input", os.path.join("cifar10", "cifar10_test_2000.npz"),
                     "The labelled images: an .npz with 'images' (uint8 NHWC) "
@@ -54,8 +56,7 @@ flags.DEFINE_list("defenses", list(DNCF + BASELINES), "Defenses (columns).")
 flags.DEFINE_list("adaptive", ["pgd"], "Attacks also run adaptively through "
                   "each defense (BPDA + EOT); only 'pgd'; empty: none.")
 flags.DEFINE_list("adaptive_defenses", [], "Defenses the adaptive attack "
-                  "goes through (default: every traceable one in --defenses: "
-                  "not jpeg, tv).")
+                  "goes through (default: every one in --defenses).")
 flags.DEFINE_integer("eot_samples", 4, "EOT draws of the purifier per step.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 flags.DEFINE_string("output_dir", "outputs", "Folder of the table: "
@@ -111,11 +112,10 @@ def parse_lists():
   if any(a != "pgd" for a in ada):
     raise ValueError(f"--adaptive takes only pgd, got {ada}")
   ada_defs = [ALIASES.get(d, d) for d in FLAGS.adaptive_defenses if d]
-  bad = [d for d in ada_defs if d not in dfs or d not in TRACEABLE]
+  bad = [d for d in ada_defs if d not in dfs]
   if bad:
-    raise ValueError(f"--adaptive_defenses {bad}: each must be in --defenses "
-                     f"and traceable ({', '.join(TRACEABLE)})")
-  ada_defs = ada_defs or [d for d in dfs if d in TRACEABLE]
+    raise ValueError(f"--adaptive_defenses {bad}: each must be in --defenses")
+  ada_defs = ada_defs or dfs
   if FLAGS.batch_size < 1:
     raise ValueError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
   if FLAGS.eot_samples < 1:
@@ -248,10 +248,13 @@ def to_markdown(table: dict, defenses: list[str], meta: dict) -> str:
            + "; the purified image is f(y) at the end of the fixed budget. "
            "Seconds include compilation on the first batch."]
   if meta["adaptive"]:
+    back = meta.get("backward", {})
+    how = "; ".join(f"{d}: {back.get(d, 'identity')}"
+                    for d in meta["adaptive_defenses"])
     notes.append(f"Rows `*+bpda_eot`: PGD through each defense (column) with "
-                 f"BPDA (identity backward) and EOT over "
-                 f"{meta['eot_samples']} purifier draws per step, for "
-                 f"{', '.join(meta['adaptive_defenses'])} (others blank).")
+                 f"BPDA (backward pass, {how}) and EOT over "
+                 f"{meta['eot_samples']} purifier draws per step for DNCF "
+                 "(one for the deterministic baselines).")
   return "\n".join(lines + notes) + "\n"
 
 
@@ -281,12 +284,14 @@ def main(argv):
   sel = select(len(images), FLAGS.limit)
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from dncf_jax import attacks, classifiers, defense, defense_baselines
+  from dncf_jax import (adaptive, attacks, classifiers, defense,
+                        defense_baselines)
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   meta = dict(data=os.path.abspath(data), images=sel.tolist(),
               attacks=atk_names, defenses=def_names, adaptive=ada,
               adaptive_defenses=ada_defs,
+              backward={d: BACKWARD.get(d, "identity") for d in ada_defs},
               eot_samples=FLAGS.eot_samples, batch_size=FLAGS.batch_size,
               seed=FLAGS.seed,
               dncf={k: dataclasses.asdict(v) for k, v in cfgs.items()
@@ -308,13 +313,15 @@ def main(argv):
       out = np.asarray(defense_baselines.defend(name, x))
     return out, time.perf_counter() - t
 
-  def traceable(name):
-    """``purifier(x, key)`` inside jit (baselines ignore the key)."""
+  def adaptive_pgd(name):
+    """PGD through defense ``name``: BPDA with its approximation
+    (:data:`adaptive.APPROXIMATIONS`), EOT over DNCF's randomness."""
     if name in DNCF:
-      fn = defense.purify_fn(cfgs[name])
-      return lambda x, k: fn(x, jax.numpy.ones(x.shape[0]),
-                             jax.numpy.arange(x.shape[0]), k)
-    return lambda x, k: defense_baselines.defend(name, x)
+      fwd, approx, samples = defense.forward(cfgs[name]), None, FLAGS.eot_samples
+    else:
+      (fwd, approx), samples = adaptive.baseline(name), 1
+    return jax.jit(lambda x, y, k: adaptive.eot_pgd(
+        logits_fn, fwd, x, y, k, samples=samples, approx=approx))
 
   adaptive_fns = {}
   rows = ["clean"] + atk_names + [f"{a}+bpda_eot" for a in ada]
@@ -346,10 +353,7 @@ def main(argv):
         if row.endswith("+bpda_eot"):
           for d in ada_defs:
             if d not in adaptive_fns:
-              pur = traceable(d)
-              adaptive_fns[d] = jax.jit(
-                  lambda x, y, k, pur=pur: defense.eot_pgd(
-                      logits_fn, pur, x, y, k, samples=FLAGS.eot_samples))
+              adaptive_fns[d] = adaptive_pgd(d)
             t = time.perf_counter()
             adv = np.asarray(adaptive_fns[d](x, y, bkey))
             rec["attack_seconds"] = (rec.get("attack_seconds", 0.0)

@@ -60,7 +60,8 @@ flags.DEFINE_list("tv_weight", ["0.03", "0.06", "0.1", "0.2"],
                   "TV weights (scikit-image's).")
 flags.DEFINE_list("bits", ["6", "5", "4", "3", "2"], "Bit depths.")
 flags.DEFINE_list("dncf_grid", ["iterations=10", "iterations=30",
-                                "iterations=60", "beta=0.3", "beta=3"],
+                                "iterations=60", "iterations=90",
+                                "iterations=120", "beta=0.3", "beta=3"],
                   "DNCF settings, each 'field=value[+field=value]' over the "
                   "DNCF flags (fields of DefenseConfig).")
 flags.DEFINE_integer("cw_steps", 100, "Adam steps of CW (both rows).")
@@ -146,27 +147,18 @@ def make_defense(name: str, setting: dict, seed: int):
   """``(apply(x, idx) -> np, forward(x, key), approx(x, key) or None,
   random)`` of defense ``name`` at ``setting``."""
   import jax
-  import jax.numpy as jnp
   from dncf_jax import adaptive, defense, defense_baselines as db
   if name == "none":
     ident = lambda x, k: x
     return (lambda x, idx: x), ident, None, False
   if name.startswith("dncf_"):
     cfg = dncf_config(name[5:], setting)
-    fn = defense.purify_fn(cfg)
     apply = lambda x, idx: defense.purify(x, cfg, jax.random.key(seed),
                                           indices=idx)
-    fwd = lambda x, k: fn(x, jnp.ones(x.shape[0]), jnp.arange(x.shape[0]), k)
-    return apply, fwd, None, True
-  if name in ("jpeg", "tv"):
-    real = adaptive.host(lambda a: np.asarray(db.defend(name, a, **setting)))
-  else:
-    real = lambda x: db.defend(name, x, **setting)
-  approx = adaptive.APPROXIMATIONS["median3x3" if name == "median" else name]
-  approx = None if approx is None else (
-      lambda x, k: adaptive.approximation(name, **setting)(x))
+    return apply, defense.forward(cfg), None, True
+  fwd, approx = adaptive.baseline(name, **setting)
   apply = lambda x, idx: np.asarray(db.defend(name, x, **setting))
-  return apply, (lambda x, k: real(x)), approx, False
+  return apply, fwd, approx, False
 
 
 # ---------------------------------------------------------------------------
@@ -235,12 +227,13 @@ def plot(table: dict, threats: list[str], path: str) -> None:
       if not pts:
         continue
       xs, ys, _ = zip(*pts)
-      style = "*" if d == "none" else ("o--" if name.endswith("(beta)")
-                                        else "o-")
+      style = "*" if d == "none" else (
+          "o-" if name.endswith("(iterations)") or "(" not in name else "s--")
       ax.plot(xs, ys, style, color=colors[d], label=name,
               ms=9 if d == "none" else 4)
       for x, y, n in pts:
-        ax.annotate(n.split("=")[-1] if n != "-" else "", (x, y), fontsize=6,
+        tag = "" if n == "-" else n if "+" in n else n.split("=")[-1]
+        ax.annotate(tag, (x, y), fontsize=6,
                     xytext=(2, 2), textcoords="offset points")
     ax.set_title(t)
     ax.set_xlabel("clean accuracy (%)")

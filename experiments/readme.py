@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # NAME -> (kind, source path relative to the repository root)
 BLOCKS = {
     "table1_cifar10_2000_h200": ("table1", "benchmarks/results/table1_cifar10_2000_h200.json"),
+    "table1_cifar10_adaptive200_epyc": ("table1", "benchmarks/results/table1_cifar10_adaptive200_epyc.json"),
     "table2_paper_h100": ("table2", "benchmarks/results/table2_paper_h100.md"),
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
     "photos_bsd20_denoise25_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json"),

@@ -133,13 +133,16 @@ def test_approximations_cover_the_table():
       [sys.executable, "-c", "from experiments import defense as t; "
        "print(','.join(t.DNCF + t.BASELINES))"], cwd=ROOT,
       capture_output=True, text=True, check=True).stdout.strip().split(",")
-  assert set(adaptive.APPROXIMATIONS) == set(names)
+  assert set(names) <= set(adaptive.APPROXIMATIONS)
+  assert set(adaptive.APPROXIMATIONS) <= set(names) | set(db.DEFENSES)
   x = jnp.asarray(_photos(1))
   assert adaptive.approximation("bit_depth", bits=3)(x) is x
   np.testing.assert_allclose(adaptive.approximation("tv", weight=0.1)(x),
                              adaptive.unrolled_tv(x, 0.1), atol=1e-6)
   with pytest.raises(ValueError, match="unknown defense"):
     adaptive.approximation("nope")
+  with pytest.raises(ValueError, match="unknown defense"):
+    adaptive.baseline("dncf_per_image")
 
 
 def _toy_classifier(x):
@@ -157,14 +160,10 @@ def _toy_classifier(x):
 def test_adaptive_pgd_through_each_baseline_raises_the_loss(name, settings):
   x = jnp.asarray(_photos(4))
   logits_fn, labels = _toy_classifier(x)
-  host = name in ("jpeg", "tv")
   real = lambda z: db.defend(name, z, **settings)
-  fwd = adaptive.host(lambda a: np.asarray(real(a))) if host else real
-  approx = adaptive.APPROXIMATIONS[name]
-  approx = None if approx is None else (
-      lambda z, k: adaptive.approximation(name, **settings)(z))
+  fwd, approx = adaptive.baseline(name, **settings)
   adv = jax.jit(lambda z, y, k: adaptive.eot_pgd(
-      logits_fn, lambda u, k: fwd(u), z, y, k, samples=1, steps=5,
+      logits_fn, fwd, z, y, k, samples=1, steps=5,
       approx=approx))(x, labels, jax.random.key(0))
   assert float(jnp.abs(adv - x).max()) <= 8 / 255 + 1e-6
   loss = lambda z: float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(

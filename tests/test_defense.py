@@ -46,6 +46,11 @@ def test_purify_keeps_shape_and_range_and_removes_sign_noise(mode):
   np.testing.assert_array_equal(out, again)
   other = defense.purify(adv, cfg, jax.random.key(1))
   assert np.abs(other - out).max() > 1e-4
+  # The config's seed makes the default key on the host: no new program.
+  programs = len(defense._COMPILED)
+  seeded = defense.purify(adv, cfg.replace(seed=1))
+  assert len(defense._COMPILED) == programs
+  np.testing.assert_array_equal(seeded, other)
 
 
 def test_sharding_over_four_cpu_devices_matches_one_device():
@@ -130,3 +135,18 @@ def test_bad_images_raise():
     defense.purify(np.zeros((8, 8, 3), np.float32), cfg)
   with pytest.raises(ValueError, match=r"\[0, 1\]"):
     defense.purify(np.full((1, 8, 8, 3), 2.0, np.float32), cfg)
+
+
+@pytest.mark.slow
+def test_default_purifier_keeps_clean_accuracy_where_the_short_fit_does_not(
+    cifar, resnet20):
+  images, labels = cifar
+  idx = (np.arange(64) * len(images)) // 64
+  x, y = images[idx], labels[idx]
+  acc = lambda z: float(np.mean(np.argmax(np.asarray(resnet20(z)), -1) == y))
+  bare = acc(x)
+  default = acc(defense.purify(x, defense.DefenseConfig(), indices=idx))
+  short = acc(defense.purify(x, defense.DefenseConfig(iterations=30),
+                             indices=idx))
+  assert default >= bare - 0.05, (default, bare)   # within 3 of 64 images
+  assert short < bare - 0.1, (short, bare)

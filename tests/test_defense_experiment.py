@@ -23,8 +23,8 @@ def _run(*args):
 def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
     cifar_dir, models_dir, tmp_path):
   args = ["--limit=8", "--batch_size=4", "--attacks=fgsm",
-          "--defenses=dncf_shared,blur", "--iterations=2", "--channels=4",
-          "--adaptive=pgd", "--adaptive_defenses=blur", "--eot_samples=2",
+          "--defenses=dncf_shared,jpeg", "--iterations=2", "--channels=4",
+          "--adaptive=pgd", "--adaptive_defenses=jpeg", "--eot_samples=2",
           f"--output_dir={tmp_path}"]
   p = _run(*args, "--stop_after_batches=1")
   assert p.returncode == 0, p.stderr[-3000:]
@@ -50,13 +50,14 @@ def test_tiny_table_interrupted_and_resumed_counts_every_image_once(
   assert idx == [0, 250, 500, 750, 1000, 1250, 1500, 1750]
   assert rows["clean"]["accuracy_attacked"] > 40
   assert rows["fgsm"]["accuracy_attacked"] < rows["clean"]["accuracy_attacked"]
-  assert set(rows["fgsm"]["defended"]) == {"dncf_shared", "gaussian_blur"}
-  ada = rows["pgd+bpda_eot"]["defended"]
-  assert ada["dncf_shared"] is None and ada["gaussian_blur"] is not None
+  assert set(rows["fgsm"]["defended"]) == {"dncf_shared", "jpeg"}
+  ada = rows["pgd+bpda_eot"]["defended"]     # host JPEG, smooth JPEG backward
+  assert ada["dncf_shared"] is None and ada["jpeg"] is not None
+  assert ada["jpeg"] < rows["clean"]["defended"]["jpeg"]
   assert rows["fgsm"]["dncf_seconds_per_image"]["dncf_shared"] > 0
   md = (tmp_path / "table1_cifar10.md").read_text()
   assert "| fgsm | 8 |" in md and "acc. dncf_shared" in md
-  assert '"learning_rate": 0.03' in md
+  assert '"learning_rate": 0.03' in md and "jpeg: smooth JPEG" in md
   assert table["schema_version"] == 1 and table["versions"]["jax"]
   assert table["device"]["backend"] == "cpu" and "time" in table
   assert p.stdout.strip().splitlines()[-1].startswith("defense: 8 images, 3 rows")
