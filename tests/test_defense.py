@@ -148,5 +148,6 @@ def test_default_purifier_keeps_clean_accuracy_where_the_short_fit_does_not(
   default = acc(defense.purify(x, defense.DefenseConfig(), indices=idx))
   short = acc(defense.purify(x, defense.DefenseConfig(iterations=30),
                              indices=idx))
-  assert default >= bare - 0.05, (default, bare)   # within 3 of 64 images
-  assert short < bare - 0.1, (short, bare)
+  # 2000 images: 79.7 % against 81.35 % bare; 64 images move by a few
+  assert default >= bare - 0.1, (default, bare)
+  assert short < bare - 0.15 and default > short + 0.08, (short, default)
