@@ -7,9 +7,10 @@ For each mode (``per_image``: one theta per image, vmapped; ``shared``:
 one theta per batch) and batch size, :func:`dncf_jax.defense.purify` on
 consecutive batches of the 2000-image CIFAR-10 subset of ``BENCHMARKS.md``
 with ``DefenseConfig()``'s defaults (``--iterations=30``: the setting of
-``experiments/configs/defense_cifar10.flags``). The first call, which compiles, is timed
-apart; then ``--repeats`` calls on new batches give images per second
-(median, min, max). Prints a Markdown table and writes JSON.
+``experiments/configs/defense_cifar10.flags``). The first call, which
+compiles, is timed apart; then ``--repeats`` calls on new batches give
+images per second (median, min, max). Prints a Markdown table and writes
+JSON.
 
 ``--breakdown=y_solver=none,channels=8`` says where the time goes: each
 setting changed alone from the default, its images/s beside the
