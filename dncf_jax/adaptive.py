@@ -397,6 +397,12 @@ APPROXIMATIONS: dict[str, Optional[Callable[..., Array]]] = {
 }
 
 
+# What BPDA's backward pass is for each defense with an approximation, in
+# words for tables (the identity for the others).
+BACKWARD = {"jpeg": "smooth JPEG", "tv": "unrolled TV, 200 steps",
+            "gaussian_blur": "the blur"}
+
+
 def approximation(name: str, **settings) -> Callable[[Array], Array]:
   """``x -> approx(x)`` of defense ``name`` at ``settings`` (identity: BPDA)."""
   if name not in APPROXIMATIONS:

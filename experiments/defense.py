@@ -31,9 +31,6 @@ ALL_ATTACKS = ("fgsm", "ffgsm", "bim", "pgd", "cw")
 DNCF = ("dncf_per_image", "dncf_shared")
 BASELINES = ("gaussian_blur", "median3x3", "jpeg", "bit_depth", "tv")
 ALIASES = {"blur": "gaussian_blur", "median": "median3x3"}
-# BPDA's backward pass per defense (identity where not named).
-BACKWARD = {"jpeg": "smooth JPEG", "tv": "unrolled TV, 200 steps",
-            "gaussian_blur": "the blur"}
 
 flags.DEFINE_string("input", os.path.join("cifar10", "cifar10_test_2000.npz"),
                     "The labelled images: an .npz with 'images' (uint8 NHWC) "
@@ -291,7 +288,8 @@ def main(argv):
   meta = dict(data=os.path.abspath(data), images=sel.tolist(),
               attacks=atk_names, defenses=def_names, adaptive=ada,
               adaptive_defenses=ada_defs,
-              backward={d: BACKWARD.get(d, "identity") for d in ada_defs},
+              backward={d: adaptive.BACKWARD.get(d, "identity")
+                        for d in ada_defs},
               eot_samples=FLAGS.eot_samples, batch_size=FLAGS.batch_size,
               seed=FLAGS.seed,
               dncf={k: dataclasses.asdict(v) for k, v in cfgs.items()
