@@ -154,6 +154,10 @@ class SelectConfig:
                          "discrepancy or best-fit rule).")
   patience: int = param(5, "Held out: stop after this many checkpoints "
                         "without a better held-out score.")
+  project: bool = param(True, "Noiseless tasks with exact measurements "
+                        "(super-resolution, inpainting): return the chosen "
+                        "image projected onto those that reproduce the "
+                        "observation, A(x) = I_s.")
 
   def check(self) -> None:
     require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")

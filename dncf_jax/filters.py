@@ -2,8 +2,8 @@
 
 Gaussian smoothing (the paper's ``G_rho``), resampling that reproduces
 ``PIL.Image.resize`` exactly (so that the super-resolution operator ``A`` is
-the very map the benchmark used to make its low-resolution input), and a
-smooth fill of masked holes (the inpainting initial guess).
+the very map the benchmark used to make its low-resolution input), and
+harmonic and biharmonic fills of masked holes (inpainting initial guesses).
 
 Images are ``(H, W, C)`` float arrays; every function is jit-friendly.
 """
@@ -126,6 +126,13 @@ def resample_matrix(n_in: int, n_out: int, kernel: str = "lanczos") -> np.ndarra
   return m.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def resample_pinv(n_in: int, n_out: int, kernel: str = "lanczos") -> np.ndarray:
+  """The ``(n_in, n_out)`` pseudo-inverse of :func:`resample_matrix`."""
+  m = resample_matrix(n_in, n_out, kernel).astype(np.float64)
+  return np.linalg.pinv(m).astype(np.float32)
+
+
 def resize(x: Array, height: int, width: int, kernel: str = "lanczos") -> Array:
   """Resizes ``x`` (H, W, C) to ``(height, width)`` like ``PIL.Image.resize``."""
   mh = jnp.asarray(resample_matrix(x.shape[0], height, kernel), x.dtype)
@@ -165,3 +172,30 @@ def smooth_fill(x: Array, mask: Array, iterations: int = 400) -> Array:
     return mask * x + (1 - mask) * avg
 
   return jax.lax.fori_loop(0, iterations, sweep, z)
+
+
+def _laplacian(z: Array) -> Array:
+  """The 5-point Laplacian with reflecting (Neumann) borders; symmetric."""
+  zp = jnp.pad(z, ((1, 1), (1, 1), (0, 0)), mode="edge")
+  return zp[:-2, 1:-1] + zp[2:, 1:-1] + zp[1:-1, :-2] + zp[1:-1, 2:] - 4 * z
+
+
+def biharmonic_fill(x: Array, mask: Array, iterations: int = 100,
+                    start: Array | None = None) -> Array:
+  """Fills the pixels where ``mask == 0`` with the biharmonic interpolant.
+
+  Minimises ``||Laplacian(z)||^2`` over the holes with the known pixels
+  fixed (``Laplacian^2 z = 0`` in every hole, as
+  ``skimage.restoration.inpaint_biharmonic`` solves) by ``iterations``
+  conjugate-gradient steps from ``start`` (default: :func:`smooth_fill`).
+  Known pixels are returned unchanged.
+  """
+  mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
+  hole = 1 - mask
+  if start is None:
+    start = smooth_fill(x, mask)
+  op = lambda v: hole * _laplacian(_laplacian(hole * v))
+  rhs = -hole * _laplacian(_laplacian(mask * x))
+  z, _ = jax.scipy.sparse.linalg.cg(op, rhs, x0=hole * start,
+                                    maxiter=iterations)
+  return mask * x + hole * z

@@ -12,6 +12,10 @@ Every task is one small frozen dataclass with
   and is pulled towards by the ``beta`` term of the loss (paper, Eq. 5);
 * ``noise_sigma``: the noise level of the observation if known, ``None``
   to have :mod:`dncf_jax.select` estimate it;
+* ``project(x, obs)`` (noiseless tasks whose measurements determine part
+  of the scene: ``SuperResolution``, ``Inpaint``): the image nearest ``x``
+  that reproduces the observation exactly, ``A(x) = obs``. The true scene
+  is such an image, so projecting never moves ``x`` away from it;
 * ``window(rows, cols)`` (tasks with arrays of the observation's size:
   ``Inpaint``, ``FlashNoFlash``): the task of a window of the observation,
   for :mod:`dncf_jax.tiles`; the others serve every window as they are.
@@ -176,17 +180,32 @@ class SuperResolution:
     up = filters.resize(obs, h, w, "bicubic")
     return filters.gaussian_blur(up, self.rho)
 
+  def project(self, x: Array, obs: Array) -> Array:
+    """``x + A^+ (obs - A(x))``, ``A^+`` the pseudo-inverse of the
+    separable downsampling."""
+    h, w = x.shape[0], x.shape[1]
+    ph = jnp.asarray(filters.resample_pinv(h, h // self.factor, self.kernel))
+    pw = jnp.asarray(filters.resample_pinv(w, w // self.factor, self.kernel))
+    return x + jnp.einsum("hi,ijc,wj->hwc", ph, obs - self.forward(x), pw)
+
+
+FILLS = ("harmonic", "biharmonic")
+
 
 @struct.dataclass(eq=False)
 class Inpaint:
   """``A`` = the mask (1 = known pixel); ``G`` = a smooth fill of the holes.
 
   ``mask``: (H, W) or (H, W, 1 or C), broadcast over the channels.
+  ``fill``: ``"harmonic"`` (:func:`filters.smooth_fill`, ``fill_iterations``
+  Jacobi sweeps) or ``"biharmonic"`` (:func:`filters.biharmonic_fill`, as
+  ``skimage.restoration.inpaint_biharmonic``, from the harmonic fill).
   """
 
   mask: Optional[Array] = None
   fill_iterations: int = _static(400)
   noise_sigma: Optional[float] = _static(0.0)
+  fill: str = _static("harmonic")
 
   def _mask(self, shape) -> Array:
     m = jnp.asarray(self.mask, jnp.float32)
@@ -204,6 +223,8 @@ class Inpaint:
       raise ValueError(
           f"the mask has shape {shape} but the observation is "
           f"{tuple(obs.shape)}: they must have the same height and width")
+    if self.fill not in FILLS:
+      raise ValueError(f"unknown fill {self.fill!r}; choose one of {FILLS}")
     if _traced(self.mask):
       return
     m = np.asarray(self.mask)
@@ -222,8 +243,16 @@ class Inpaint:
     return self._mask(obs.shape)
 
   def anchor(self, obs: Array) -> Array:
-    return filters.smooth_fill(obs, self._mask(obs.shape),
-                               self.fill_iterations)
+    mask = self._mask(obs.shape)
+    fill = filters.smooth_fill(obs, mask, self.fill_iterations)
+    if self.fill == "biharmonic":
+      fill = filters.biharmonic_fill(obs, mask, start=fill)
+    return fill
+
+  def project(self, x: Array, obs: Array) -> Array:
+    """The known pixels of ``obs`` with ``x`` in the holes."""
+    mask = self._mask(x.shape)
+    return mask * obs + (1 - mask) * x
 
   def window(self, rows: slice, cols: slice) -> "Inpaint":
     """The task of the observation's window ``[rows, cols]``."""

@@ -467,8 +467,27 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
     compile_s += s
   carry, cands, sigma = engine.gather((carry, cands, prob.sigma))
   seconds = time.perf_counter() - t_start
-  return [_result(carry.state, cands, history, b, seconds, compile_s,
-                  sigma) for b in range(n)]
+  results = [_result(carry.state, cands, history, b, seconds, compile_s,
+                     sigma) for b in range(n)]
+  if config.select.project and projects(one_task):
+    results = [r._replace(image=np.asarray(_project(
+        task[b] if isinstance(task, list) else task, r.image, obs[b])))
+               for b, r in enumerate(results)]
+  return results
+
+
+def projects(task) -> bool:
+  """Whether ``task``'s answer is projected onto its measurements
+  (``SelectConfig.project``): noiseless tasks with a ``project`` method."""
+  return hasattr(task, "project") and task.noise_sigma == 0
+
+
+@jax.jit
+def _project(task, image: Array, obs: Array) -> Array:
+  """The blind answer made to reproduce the observation exactly, then
+  clipped to [0, 1]: both are projections onto convex sets that hold the
+  true scene, so neither moves the answer away from it."""
+  return jnp.clip(task.project(image, obs), 0.0, 1.0)
 
 
 def _run_phase(method: DNCF, carry, prob, stop: int, *, ref, history, n,

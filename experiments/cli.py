@@ -195,7 +195,9 @@ def summary(name: str, out: dict, path: str) -> str:
     parts.append(f"SSIM {out['ssim']:.3f}")
   if out.get("psnr") is None and out.get("mse_to_observation") is not None:
     parts.append(f"MSE to the observation {out['mse_to_observation']:.2e}")
-  parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}")
+  parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}"
+               + (" (projected onto the measurements)" if out.get("projected")
+                  else ""))
   parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
   return f"{name}: " + ", ".join(parts) + f" -> {path}"
 

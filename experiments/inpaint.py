@@ -13,6 +13,7 @@ from experiments import common
 flags.DEFINE_string("mask", None, "Mask image: white (> 0.5) = known pixel.")
 flags.DEFINE_boolean("score_input", True, "Score against --input (the "
                      "benchmark's inputs are whole images, masked here).")
+common.define_fill_flag()
 common.define_config_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
@@ -32,12 +33,12 @@ def main(argv):
   obs = img * mask[:, :, None]
   gt = common.load(FLAGS.ground_truth) if FLAGS.ground_truth else (
       img if FLAGS.score_input else None)
-  task = physics.Inpaint(mask=mask)
+  task = physics.Inpaint(mask=mask, fill=FLAGS.fill)
   fill = np.asarray(task.anchor(obs))
   extra = {"known_fraction": float(mask.mean())}
   if gt is not None:
     from dncf_jax import metrics
-    extra["smooth_fill_psnr"] = metrics.psnr(fill, gt)
+    extra[f"{FLAGS.fill}_fill_psnr"] = metrics.psnr(fill, gt)
   common.run_and_write(FLAGS.name or "inpaint", obs, task, gt,
                        extra_panels=(fill,), extra_json=extra)
 

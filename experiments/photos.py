@@ -17,7 +17,8 @@ configuration on overlapping tiles restored as one batch
 (the ``bench`` extra) and is given the true sigma.
 
 DNCF's settings are the photo commands' flags (default: the default
-configuration). Each (task, photo, method) is one line of
+configuration; super-resolution with ``python -m experiments.sr``'s
+defaults where the flags are not given; inpainting's ``G`` by ``--fill``). Each (task, photo, method) is one line of
 ``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
 and refuses records made with other settings, kept in ``settings.json``;
 without it an existing file needs ``--overwrite``); the table, per photo
@@ -52,6 +53,7 @@ flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
 common.define_tv_guess_flag()
+common.define_fill_flag()
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
 flags.adopt_module_key_flags(common)
@@ -63,7 +65,16 @@ def physics_of(task: str, inp: dict):
     return physics.Denoise(tv=FLAGS.tv_guess)
   if task == "sr":
     return physics.SuperResolution(4)
-  return physics.Inpaint(mask=inp["mask"])
+  return physics.Inpaint(mask=inp["mask"], fill=FLAGS.fill)
+
+
+def task_config(task: str, cfg):
+  """The config of ``task``: for super-resolution, ``python -m
+  experiments.sr``'s own defaults where the flags are not given."""
+  if task != "sr":
+    return cfg
+  return cfg.replace(**{k: v for k, v in common.SR_DEFAULTS.items()
+                        if not FLAGS[k].present})
 
 
 def run_method(method: str, task: str, inp: dict, cfg) -> dict:
@@ -76,6 +87,7 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
   if method == "dncf":
     r = dn.restore(obs, phys, cfg, jax.random.key(cfg.seed), reference=gt)
     return dict(image=r.image, chosen=f"{r.chosen} @{r.chosen_iteration}",
+                iterations=len(r.history["data"]),
                 oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
                 compile_seconds=r.compile_seconds)
   if method == "dncf_tiles":
@@ -167,6 +179,7 @@ def main(argv):
     open(path, "w").close()
   check_settings(os.path.join(out_dir, "settings.json"),
                  dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
+                      fill=FLAGS.fill, sr_config=task_config("sr", cfg).flat(),
                       tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
                  FLAGS.resume)
   done = {(r["task"], r["photo"], r["method"]) for r in read_records(path)}
@@ -180,7 +193,7 @@ def main(argv):
         if task not in APPLIES.get(m, (task,)) or (task, photo, m) in done:
           continue
         t0 = time.perf_counter()
-        out = run_method(m, task, inp, cfg)
+        out = run_method(m, task, inp, task_config(task, cfg))
         image = out.pop("image")
         rec = dict(task=task, photo=photo, method=m, seconds=time.perf_counter() - t0,
                    **metrics.scores(image, inp["ground_truth"]), **out)
@@ -201,7 +214,9 @@ def main(argv):
     fh.write(md + "\n")
   with open(os.path.join(out_dir, "photos.json"), "w") as fh:
     json.dump(dict(record, profile="photos", config=cfg.flat(),
-                   tv_guess=FLAGS.tv_guess, records=records),
+                   tv_guess=FLAGS.tv_guess, fill=FLAGS.fill,
+                   sr_config=task_config("sr", cfg).flat(),
+                   records=records),
               fh, indent=1, default=float)
   print(md)
 

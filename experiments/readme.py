@@ -9,8 +9,9 @@ A generated block of the README sits between two comment lines,
 and :data:`BLOCKS` says where each NAME comes from: a Markdown table
 written by ``experiments.table2`` (its title line dropped), a Table 1
 JSON of ``experiments.defense``, rendered by its own ``to_markdown``, or
-a ``photos.json`` of ``experiments.photos`` (the means over its photos).
-This command replaces every block whose source exists (a missing source
+``photos.json`` files of ``experiments.photos`` (the means over their
+photos, one table for all of them).
+This command replaces every block whose sources exist (a missing source
 is reported and its block left alone); ``--check`` changes nothing and
 exits with status 1 if the README differs from what it would write (a
 test runs it, so a hand-edited table fails CI).
@@ -28,13 +29,14 @@ from absl import flags
 from experiments import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# NAME -> (kind, source path relative to the repository root)
+# NAME -> (kind, source paths relative to the repository root)
 BLOCKS = {
     "table1_cifar10_2000_h200": ("table1", "benchmarks/results/table1_cifar10_2000_h200.json"),
     "table1_cifar10_adaptive200_epyc": ("table1", "benchmarks/results/table1_cifar10_adaptive200_epyc.json"),
     "table2_paper_h100": ("table2", "benchmarks/results/table2_paper_h100.md"),
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
-    "photos_bsd20_denoise25_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json"),
+    "photos_bsd20_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json",
+                          "benchmarks/results/photos_bsd20_sr_epyc.json"),
 }
 
 FLAGS = flags.FLAGS
@@ -59,20 +61,24 @@ def splice(text: str, name: str, content: str) -> str:
   return pattern.sub(lambda _: f"{begin}\n{content.rstrip()}\n{end}", text)
 
 
-def render(kind: str, path: str) -> str:
-  """The Markdown of one source (see :data:`BLOCKS`)."""
+def render(kind: str, *paths: str) -> str:
+  """The Markdown of a block's sources (see :data:`BLOCKS`)."""
+  if kind == "photos":
+    from experiments.photos_report import METHODS, summary
+    recs = []
+    for path in paths:
+      with open(path) as f:
+        recs += json.load(f)["records"]
+    tasks = list(dict.fromkeys(r["task"] for r in recs))
+    return summary(recs, tasks, [m for m in METHODS
+                                 if any(r["method"] == m for r in recs)]) + "\n"
+  (path,) = paths
   with open(path) as f:
     raw = f.read()
   if kind == "table1":
     from experiments.defense import to_markdown
     table = json.loads(raw)
     return to_markdown(table, table["meta"]["defenses"], table["meta"])
-  if kind == "photos":
-    from experiments.photos_report import METHODS, summary
-    recs = json.loads(raw)["records"]
-    tasks = list(dict.fromkeys(r["task"] for r in recs))
-    return summary(recs, tasks, [m for m in METHODS
-                                 if any(r["method"] == m for r in recs)]) + "\n"
   lines = raw.splitlines()
   if lines and lines[0].startswith("# "):   # the file's own title
     lines = lines[1:]
@@ -84,12 +90,12 @@ def update(text: str, names: list[str], root: str = ROOT) -> tuple[str, list[str
   also the names skipped for want of a source."""
   skipped = []
   for name in names:
-    kind, rel = BLOCKS[name]
-    path = os.path.join(root, rel)
-    if not os.path.isfile(path):
+    kind, *rels = BLOCKS[name]
+    paths = [os.path.join(root, rel) for rel in rels]
+    if not all(os.path.isfile(p) for p in paths):
       skipped.append(name)
       continue
-    text = splice(text, name, render(kind, path))
+    text = splice(text, name, render(kind, *paths))
   return text, skipped
 
 
@@ -105,7 +111,8 @@ def main(argv):
     text = f.read()
   new, skipped = update(text, FLAGS.blocks)
   for name in skipped:
-    print(f"{name}: source {BLOCKS[name][1]} not found; block left as it is")
+    print(f"{name}: a source of {BLOCKS[name][1:]} is missing; block left "
+          "as it is")
   if FLAGS.check:
     if new != text:
       print(f"{FLAGS.readme} is not up to date: run python -m experiments.readme")

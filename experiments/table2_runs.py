@@ -205,8 +205,8 @@ def task_input(task: str, prof: Profile, data_dir: str) -> dict:
 
 
 def make_physics(task: str, inputs: dict, fl: dict):
-  """The task's physics, with the rho / tv_guess / factor / kernel of its
-  flagfile."""
+  """The task's physics, with the rho / tv_guess / factor / kernel / fill
+  of its flagfile."""
   if task == "denoise":
     return physics.Denoise(rho=float(fl.get("rho", 1.0)),
                            tv=float(fl.get("tv_guess", 0.0)))
@@ -215,7 +215,8 @@ def make_physics(task: str, inputs: dict, fl: dict):
                                    fl.get("kernel", "lanczos"),
                                    float(fl.get("rho", 0.0)))
   if task in ("inpaint1", "inpaint2", "vase"):
-    return physics.Inpaint(mask=inputs["mask"])
+    return physics.Inpaint(mask=inputs["mask"],
+                           fill=fl.get("fill", "harmonic"))
   if task == "flash":
     return physics.FlashNoFlash(flash=inputs["flash"],
                                 rho=float(fl.get("rho", 1.0)))

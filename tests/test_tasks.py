@@ -36,6 +36,9 @@ def test_task_end_to_end_beats_its_initial_guess(name, conv):
     assert metrics.psnr(r.image, gt) > metrics.psnr(guess, gt), name
   else:  # flash: closer to the no-flash image than the initial guess
     assert metrics.mse(r.image, obs) < metrics.mse(guess, obs)
+  if name in ("sr", "inpaint"):   # projected onto the measurements
+    err = np.abs(np.asarray(task.forward(r.image)) - obs)
+    assert np.mean(err * np.asarray(task.weights(obs))) < 1e-4, name
   assert r.chosen in dn.select.CANDIDATES
   ev = r.history["y_evals"]
   assert np.mean(ev) <= CFG.y.steps + 3, f"line search too costly: {np.mean(ev)}"
