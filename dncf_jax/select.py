@@ -19,7 +19,8 @@ over the measured entries ``w``. Nothing here sees the ground truth.
 * **Without noise** (``sigma = 0``: super-resolution, inpainting, flash) the
   candidate with the smallest residual over the run wins; ``y``, the
   passive fallback of section 2, must beat the others by the factor
-  ``exp(y_handicap)``.
+  ``exp(y_handicap)``. The solver then projects the winner onto the
+  measurements (``SelectConfig.project``).
 
 ``sigma`` is the task's known noise level, or else estimated from the
 observation alone by the median absolute deviation of its finest diagonal

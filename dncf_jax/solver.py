@@ -8,7 +8,8 @@ One iteration is an Optax step on ``theta`` (on the data MSE plus
 Eqs. 14-16; the default L-BFGS is fused with the theta-step so that the
 net's backward pass at the accepted ``y`` serves both). The blind
 selection (:mod:`dncf_jax.select`) scores the candidates at every
-checkpoint, on device.
+checkpoint, on device; a noiseless task's answer is then projected onto
+its measurements (``SelectConfig.project``, :func:`projects`).
 
 :class:`DNCF` is the engine's method (:mod:`dncf_jax.engine`) for one
 phase: ``y`` is the image fed to ``f_theta``, or with
@@ -466,14 +467,14 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
     carry, cands, s = run(fmethod, carry._replace(state=state), prob, total)
     compile_s += s
   carry, cands, sigma = engine.gather((carry, cands, prob.sigma))
-  seconds = time.perf_counter() - t_start
-  results = [_result(carry.state, cands, history, b, seconds, compile_s,
+  results = [_result(carry.state, cands, history, b, 0.0, compile_s,
                      sigma) for b in range(n)]
   if config.select.project and projects(one_task):
     results = [r._replace(image=np.asarray(_project(
         task[b] if isinstance(task, list) else task, r.image, obs[b])))
                for b, r in enumerate(results)]
-  return results
+  seconds = time.perf_counter() - t_start
+  return [r._replace(seconds=seconds) for r in results]
 
 
 def projects(task) -> bool:

@@ -1,7 +1,8 @@
 """Whole photos against classical restorers: ``python -m experiments.photos``.
 
     python -m experiments.photos --tasks=denoise,sr,inpaint [--limit=20]
-        [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,biharmonic]
+        [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,
+                   backprojection,biharmonic]
         [--resume]
 
 The ``photos`` profile of the benchmark protocol: the ``bsd20`` photos at
@@ -9,7 +10,9 @@ full size (denoising at sigma 25 and 50, x4 super-resolution, inpainting
 with half the pixels missing; exact noise seeds, crops and masks in
 :func:`dncf_jax.io.photo_input`). Every method is blind but those marked
 ORACLE (TV's best weight, DNCF's best checkpoint), which need the ground
-truth and stand beside the blind numbers. ``dncf`` is what ``python -m
+truth and stand beside the blind numbers. ``backprojection`` is bicubic
+projected onto the measurements (``SuperResolution.project``): the share
+of DNCF's super-resolution gain that the projection alone brings. ``dncf`` is what ``python -m
 experiments.denoise --input=photo.png`` (and ``sr``, ``inpaint``) runs: the
 default configuration on the whole image; ``dncf_tiles`` the same
 configuration on overlapping tiles restored as one batch
@@ -44,7 +47,7 @@ FLAGS = flags.FLAGS
 TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
          "denoise50": ("denoise50",), "sr": ("sr",), "inpaint": ("inpaint",)}
 APPLIES = {"cbm3d": ("denoise25", "denoise50"), "bicubic": ("sr",),
-           "biharmonic": ("inpaint",)}
+           "backprojection": ("sr",), "biharmonic": ("inpaint",)}
 TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 flags.DEFINE_list("tasks", ["denoise"], f"Among {tuple(TASKS)}.")
@@ -111,6 +114,9 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
   if method == "bicubic":
     from dncf_jax.baselines import bicubic_upsample
     return dict(image=bicubic_upsample(obs, 4))
+  if method == "backprojection":   # bicubic made to reproduce the input
+    return dict(image=np.clip(np.asarray(phys.project(phys.anchor(obs), obs)),
+                              0, 1))
   from skimage.restoration import inpaint_biharmonic
   return dict(image=np.clip(inpaint_biharmonic(obs, inp["mask"] < 0.5,
                                                channel_axis=-1), 0, 1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
-           "biharmonic")
+           "backprojection", "biharmonic")
 
 
 def _mean(records: list[dict]) -> dict:

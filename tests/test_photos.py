@@ -62,14 +62,16 @@ def test_photos_writes_the_table_and_resumes(tmp_path):
   assert len(other.stderr.strip().splitlines()) == 1
 
 
-def test_photos_fill_flag_makes_g_the_biharmonic_fill(tmp_path):
+def test_photos_biharmonic_g_and_backprojection(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
-  p = _run(f"--data_dir={data}", f"--output_dir={out}", "--tasks=inpaint",
-           "--methods=G,biharmonic", "--fill=biharmonic", *TINY)
+  p = _run(f"--data_dir={data}", f"--output_dir={out}", "--tasks=inpaint,sr",
+           "--methods=G,biharmonic,bicubic,backprojection", "--fill=biharmonic",
+           *TINY)
   assert p.returncode == 0, p.stderr[-3000:]
-  recs = {r["method"]: r["psnr"] for r in json.loads(
+  recs = {(r["task"], r["method"]): r["psnr"] for r in json.loads(
       (out / "photos" / "photos.json").read_text())["records"]}
-  assert abs(recs["G"] - recs["biharmonic"]) < 0.1, recs
+  assert abs(recs["inpaint", "G"] - recs["inpaint", "biharmonic"]) < 0.1, recs
+  assert recs["sr", "backprojection"] > recs["sr", "bicubic"], recs
 
 
 def test_photos_bad_input_is_one_line(tmp_path):
