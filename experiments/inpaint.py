@@ -1,7 +1,9 @@
 """Inpainting: ``python -m experiments.inpaint --input=... --mask=...``.
 
 The observation is ``input * mask`` (1 = known pixel). When the input is
-the full image it also serves as ground truth (``--score_input``).
+the full image it also serves as ground truth (``--score_input``). ``G``
+is the harmonic fill of the holes, or with ``--fill=biharmonic`` the
+biharmonic one; the answer keeps the known pixels (``--project``).
 """
 
 from absl import app, flags

@@ -12,16 +12,17 @@ with half the pixels missing; exact noise seeds, crops and masks in
 ORACLE (TV's best weight, DNCF's best checkpoint), which need the ground
 truth and stand beside the blind numbers. ``backprojection`` is bicubic
 projected onto the measurements (``SuperResolution.project``): the share
-of DNCF's super-resolution gain that the projection alone brings. ``dncf`` is what ``python -m
-experiments.denoise --input=photo.png`` (and ``sr``, ``inpaint``) runs: the
-default configuration on the whole image; ``dncf_tiles`` the same
+of DNCF's super-resolution gain that the projection alone brings.
+``dncf`` is what ``python -m experiments.denoise --input=photo.png`` (and
+``sr``, ``inpaint``) runs: the default configuration on the whole image; ``dncf_tiles`` the same
 configuration on overlapping tiles restored as one batch
 (:func:`dncf_jax.tiles.restore_tiled`). CBM3D needs the ``bm3d`` package
 (the ``bench`` extra) and is given the true sigma.
 
 DNCF's settings are the photo commands' flags (default: the default
 configuration; super-resolution with ``python -m experiments.sr``'s
-defaults where the flags are not given; inpainting's ``G`` by ``--fill``). Each (task, photo, method) is one line of
+defaults where the flags are not given; inpainting's ``G`` by
+``--fill``). Each (task, photo, method) is one line of
 ``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
 and refuses records made with other settings, kept in ``settings.json``;
 without it an existing file needs ``--overwrite``); the table, per photo
