@@ -184,9 +184,11 @@ def main(argv):
   if not FLAGS.resume:
     cli.refuse_overwrite([path], FLAGS.overwrite, "--resume")
     open(path, "w").close()
+  configs = {t: task_config(t, cfg) for t in tasks}
+  sr_config = task_config("sr", cfg).flat()
   check_settings(os.path.join(out_dir, "settings.json"),
                  dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
-                      fill=FLAGS.fill, sr_config=task_config("sr", cfg).flat(),
+                      fill=FLAGS.fill, sr_config=sr_config,
                       tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
                  FLAGS.resume)
   done = {(r["task"], r["photo"], r["method"]) for r in read_records(path)}
@@ -200,7 +202,7 @@ def main(argv):
         if task not in APPLIES.get(m, (task,)) or (task, photo, m) in done:
           continue
         t0 = time.perf_counter()
-        out = run_method(m, task, inp, task_config(task, cfg))
+        out = run_method(m, task, inp, configs[task])
         image = out.pop("image")
         rec = dict(task=task, photo=photo, method=m, seconds=time.perf_counter() - t0,
                    **metrics.scores(image, inp["ground_truth"]), **out)
@@ -222,8 +224,7 @@ def main(argv):
   with open(os.path.join(out_dir, "photos.json"), "w") as fh:
     json.dump(dict(record, profile="photos", config=cfg.flat(),
                    tv_guess=FLAGS.tv_guess, fill=FLAGS.fill,
-                   sr_config=task_config("sr", cfg).flat(),
-                   records=records),
+                   sr_config=sr_config, records=records),
               fh, indent=1, default=float)
   print(md)
 
