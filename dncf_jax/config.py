@@ -158,9 +158,13 @@ class SelectConfig:
                         "(super-resolution, inpainting): return the chosen "
                         "image projected onto those that reproduce the "
                         "observation, A(x) = I_s.")
+  fuse: float = param(0.0, "Denoising: return (1 - fuse) times the chosen "
+                      "image plus fuse times non-local means of the "
+                      "observation (0: DNCF's answer alone).")
 
   def check(self) -> None:
     require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+    require(0 <= self.fuse <= 1, f"fuse must be in [0, 1], got {self.fuse}")
     require(0 <= self.holdout < 1, f"holdout must be in [0, 1), got {self.holdout}")
     require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
     require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")

@@ -103,7 +103,7 @@ def _static(default):
   return struct.field(pytree_node=False, default=default)
 
 
-@struct.dataclass
+@struct.dataclass(eq=False)
 class Denoise(_Identity):
   """``A`` = identity, ``G`` = Gaussian smoothing of width ``rho``.
 
@@ -111,18 +111,35 @@ class Denoise(_Identity):
   Chambolle's algorithm, 100 steps) with weight ``tv * sigma``, ``sigma``
   the known ``noise_sigma`` or else the one estimated from the observation:
   a stronger first guess than the paper's smoothing filter.
+  ``guess``: ``G(I_s)`` given as an image of the observation's shape (a
+  classical denoiser's answer, e.g. :func:`dncf_jax.baselines.nlm_denoise`),
+  used as it is in place of either.
   """
 
   rho: float = _static(1.0)
   noise_sigma: Optional[float] = _static(None)
   tv: float = _static(0.0)
+  guess: Optional[Array] = None
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
     if not (np.isfinite(self.tv) and self.tv >= 0):
       raise ValueError(f"tv must be a finite number >= 0, got {self.tv}")
+    if self.guess is not None:
+      if tuple(np.shape(self.guess)) != tuple(obs.shape):
+        raise ValueError(f"the guess has shape {tuple(np.shape(self.guess))} "
+                         f"but the observation is {tuple(obs.shape)}")
+      if not _traced(self.guess) and not np.all(np.isfinite(self.guess)):
+        raise ValueError("the guess contains NaN or infinite values")
+
+  def window(self, rows: slice, cols: slice) -> "Denoise":
+    if self.guess is None:
+      return self
+    return self.replace(guess=np.asarray(self.guess)[rows, cols])
 
   def anchor(self, obs: Array) -> Array:
+    if self.guess is not None:
+      return jnp.asarray(self.guess, jnp.float32)
     if self.tv > 0:
       from dncf_jax.baselines import tv
       obs = jnp.asarray(obs)

@@ -9,7 +9,9 @@ Eqs. 14-16; the default L-BFGS is fused with the theta-step so that the
 net's backward pass at the accepted ``y`` serves both). The blind
 selection (:mod:`dncf_jax.select`) scores the candidates at every
 checkpoint, on device; a noiseless task's answer is then projected onto
-its measurements (``SelectConfig.project``, :func:`projects`).
+its measurements (``SelectConfig.project``, :func:`projects`), and a
+denoising answer may be averaged with non-local means
+(``SelectConfig.fuse``, :func:`fuses`).
 
 :class:`DNCF` is the engine's method (:mod:`dncf_jax.engine`) for one
 phase: ``y`` is the image fed to ``f_theta``, or with
@@ -473,6 +475,12 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
     results = [r._replace(image=np.asarray(_project(
         task[b] if isinstance(task, list) else task, r.image, obs[b])))
                for b, r in enumerate(results)]
+  if config.select.fuse and fuses(one_task):
+    from dncf_jax.baselines import nlm
+    w = config.select.fuse
+    sigma = one_task.noise_sigma      # None: NLM estimates it (all pixels)
+    results = [r._replace(image=(1 - w) * r.image + w * nlm.nlm_denoise(
+        obs[b], sigma)) for b, r in enumerate(results)]
   seconds = time.perf_counter() - t_start
   return [r._replace(seconds=seconds) for r in results]
 
@@ -481,6 +489,12 @@ def projects(task) -> bool:
   """Whether ``task``'s answer is projected onto its measurements
   (``SelectConfig.project``): noiseless tasks with a ``project`` method."""
   return hasattr(task, "project") and task.noise_sigma == 0
+
+
+def fuses(task) -> bool:
+  """Whether ``task``'s answer is averaged with non-local means
+  (``SelectConfig.fuse``): denoising."""
+  return isinstance(task, physics.Denoise)
 
 
 @jax.jit

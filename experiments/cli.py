@@ -197,7 +197,9 @@ def summary(name: str, out: dict, path: str) -> str:
     parts.append(f"MSE to the observation {out['mse_to_observation']:.2e}")
   parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}"
                + (" (projected onto the measurements)" if out.get("projected")
-                  else ""))
+                  else "")
+               + (f" (averaged with non-local means, weight {out['fused']:g})"
+                  if out.get("fused") else ""))
   parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
   return f"{name}: " + ", ".join(parts) + f" -> {path}"
 

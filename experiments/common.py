@@ -67,11 +67,30 @@ _CONFIG_FLAGS: dict[str, str] = {}
 TV_GUESS = 0.5
 
 
-def define_tv_guess_flag() -> None:
-  """``--tv_guess`` of the denoising commands (``physics.Denoise.tv``)."""
+def define_guess_flags() -> None:
+  """The denoising commands' first guess: ``--rho`` (``physics.Denoise``),
+  ``--tv_guess`` (``Denoise.tv``) and ``--nlm_guess`` (``Denoise.guess``)."""
+  flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
   flags.DEFINE_float(
       "tv_guess", TV_GUESS, "G by total variation, weight tv_guess times the "
       "noise std, instead of Gaussian smoothing (--rho); 0: the paper's G.")
+  flags.DEFINE_float(
+      "nlm_guess", 0.0, "G by non-local means with h = nlm_guess times the "
+      "noise std (e.g. 0.6), in place of --tv_guess; 0: off.")
+
+
+def denoise_physics(obs, sigma: Optional[float] = None):
+  """``physics.Denoise`` of the first-guess flags (``sigma``: the known
+  noise std in [0, 1] units, or ``None`` to estimate it)."""
+  if not (np.isfinite(FLAGS.nlm_guess) and FLAGS.nlm_guess >= 0):
+    raise ValueError(f"--nlm_guess must be >= 0, got {FLAGS.nlm_guess}")
+  guess = None
+  if FLAGS.nlm_guess > 0:
+    from dncf_jax.baselines import nlm
+    physics.check_image(obs)
+    guess = nlm.nlm_denoise(obs, sigma, FLAGS.nlm_guess)
+  return physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma, tv=FLAGS.tv_guess,
+                         guess=guess)
 
 
 # The super-resolution commands' defaults. With the answer projected onto
@@ -81,6 +100,11 @@ def define_tv_guess_flag() -> None:
 # times better to be chosen (docs/results.md). The benchmark flagfiles
 # set the paper's 600 iterations and y_handicap 1.
 SR_DEFAULTS = dict(iterations=50, y_handicap=3.0)
+
+# The denoising commands' defaults: the answer is the mean of DNCF's and
+# non-local means' (the two err differently; +1.1 dB over DNCF alone on
+# the bsd20 photos, docs/results.md). The benchmark flagfiles set 0.
+DENOISE_DEFAULTS = dict(fuse=0.5)
 
 
 def define_fill_flag() -> None:
@@ -285,6 +309,7 @@ def run_and_write(name: str, observation: np.ndarray, task,
   out = dict(record, name=name, task=type(task).__name__,
              chosen=result.chosen, chosen_iteration=result.chosen_iteration,
              projected=cfg.select.project and dn.solver.projects(task),
+             fused=cfg.select.fuse if dn.solver.fuses(task) else 0.0,
              stopped_early=early, stop_reason=reason,
              noise_sigma_255=255.0 * result.noise_sigma,
              seconds=result.seconds, compile_seconds=result.compile_seconds,

@@ -2,20 +2,21 @@
 
 With no flags it restores a photo bundled with scikit-image (the
 astronaut, 128x128 around the face) with sigma = 25 Gaussian noise added,
-so that nothing needs downloading.
+so that nothing needs downloading. The answer is the mean of DNCF's
+blind answer and non-local means of the input (``--fuse=0.5``,
+``common.DENOISE_DEFAULTS``); ``--fuse=0`` returns DNCF's alone, as the
+benchmark flagfiles do.
 """
 
 from absl import app, flags
 
 from dncf_jax import io as dio
-from dncf_jax import physics
 from experiments import common
 
-flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing G_rho.")
-common.define_tv_guess_flag()
+common.define_guess_flags()
 flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
                    "the blind selection; estimated from the image if unset.")
-common.define_config_flags()
+common.define_config_flags(**common.DENOISE_DEFAULTS)
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
@@ -37,7 +38,7 @@ def main(argv):
     obs = common.load(FLAGS.input)
     name = FLAGS.name or "denoise"
   sigma = None if FLAGS.noise_sigma is None else FLAGS.noise_sigma / 255.0
-  task = physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma, tv=FLAGS.tv_guess)
+  task = common.denoise_physics(obs, sigma)
   common.run_and_write(name, obs, task, gt)
 
 

@@ -2,7 +2,7 @@
 
     python -m experiments.photos --tasks=denoise,sr,inpaint [--limit=20]
         [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,
-                   backprojection,biharmonic]
+                   backprojection,biharmonic,nlm,dip] [--dip_channels=128]
         [--resume]
 
 The ``photos`` profile of the benchmark protocol: the ``bsd20`` photos at
@@ -17,12 +17,17 @@ of DNCF's super-resolution gain that the projection alone brings.
 ``sr``, ``inpaint``) runs: the default configuration on the whole image; ``dncf_tiles`` the same
 configuration on overlapping tiles restored as one batch
 (:func:`dncf_jax.tiles.restore_tiled`). CBM3D needs the ``bm3d`` package
-(the ``bench`` extra) and is given the true sigma.
+(the ``bench`` extra) and is given the true sigma; ``nlm`` (scikit-image's
+non-local means, :mod:`dncf_jax.baselines.nlm`) estimates it. ``dip`` is
+Deep Image Prior at its notebook's setting for the task, ``--dip_channels``
+wide (the table names widths other than the notebooks' 128): its blind
+answer, and its best checkpoint as ORACLE beside it, as for ``dncf``.
 
 DNCF's settings are the photo commands' flags (default: the default
 configuration; super-resolution with ``python -m experiments.sr``'s
-defaults where the flags are not given; inpainting's ``G`` by
-``--fill``). Each (task, photo, method) is one line of
+defaults and denoising with ``python -m experiments.denoise``'s, its
+answer averaged with non-local means, where the flags are not given;
+inpainting's ``G`` by ``--fill``). Each (task, photo, method) is one line of
 ``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
 and refuses records made with other settings, kept in ``settings.json``;
 without it an existing file needs ``--overwrite``); the table, per photo
@@ -47,8 +52,9 @@ from experiments.photos_report import METHODS, table
 FLAGS = flags.FLAGS
 TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
          "denoise50": ("denoise50",), "sr": ("sr",), "inpaint": ("inpaint",)}
-APPLIES = {"cbm3d": ("denoise25", "denoise50"), "bicubic": ("sr",),
-           "backprojection": ("sr",), "biharmonic": ("inpaint",)}
+APPLIES = {"cbm3d": TASKS["denoise"], "nlm": TASKS["denoise"],
+           "bicubic": ("sr",), "backprojection": ("sr",),
+           "biharmonic": ("inpaint",)}
 TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 flags.DEFINE_list("tasks", ["denoise"], f"Among {tuple(TASKS)}.")
@@ -56,7 +62,11 @@ flags.DEFINE_list("methods", list(METHODS), f"Among {METHODS}.")
 flags.DEFINE_integer("limit", 20, "The first N photos of bsd20.")
 flags.DEFINE_integer("tile", 128, "Tile side of dncf_tiles (scene pixels).")
 flags.DEFINE_integer("tile_overlap", 32, "Overlap of neighbouring tiles.")
-common.define_tv_guess_flag()
+flags.DEFINE_integer("dip_channels", 128, "Width of DIP's skip net (the "
+                     "notebooks': 128); the table names other widths.")
+flags.DEFINE_integer("dip_iterations", None, "DIP's Adam steps (default: "
+                     "its notebook's for the task).")
+common.define_guess_flags()
 common.define_fill_flag()
 flags.DEFINE_boolean("resume", False, "Keep the records already written.")
 common.define_config_flags()
@@ -66,19 +76,28 @@ flags.adopt_module_key_flags(common)
 def physics_of(task: str, inp: dict):
   from dncf_jax import physics
   if task.startswith("denoise"):
-    return physics.Denoise(tv=FLAGS.tv_guess)
+    return common.denoise_physics(inp["observation"])
   if task == "sr":
     return physics.SuperResolution(4)
   return physics.Inpaint(mask=inp["mask"], fill=FLAGS.fill)
 
 
 def task_config(task: str, cfg):
-  """The config of ``task``: for super-resolution, ``python -m
-  experiments.sr``'s own defaults where the flags are not given."""
-  if task != "sr":
-    return cfg
-  return cfg.replace(**{k: v for k, v in common.SR_DEFAULTS.items()
+  """The config of ``task``: ``python -m experiments.sr``'s (``denoise``'s)
+  own defaults where the flags are not given."""
+  defaults = common.SR_DEFAULTS if task == "sr" else (
+      common.DENOISE_DEFAULTS if task in TASKS["denoise"] else {})
+  return cfg.replace(**{k: v for k, v in defaults.items()
                         if not FLAGS[k].present})
+
+
+def dip_config(task: str):
+  """DIP at its notebook's setting for ``task``, at ``--dip_channels``
+  (and ``--dip_iterations`` where given)."""
+  from dncf_jax.baselines import dip
+  its = {} if FLAGS.dip_iterations is None else dict(iterations=FLAGS.dip_iterations)
+  return dip.dip_config("denoise" if task.startswith("denoise") else task,
+                        channels=FLAGS.dip_channels, **its)
 
 
 def run_method(method: str, task: str, inp: dict, cfg) -> dict:
@@ -90,8 +109,18 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
   obs, gt, phys = inp["observation"], inp["ground_truth"], physics_of(task, inp)
   if method == "dncf":
     r = dn.restore(obs, phys, cfg, jax.random.key(cfg.seed), reference=gt)
+    fused = cfg.select.fuse if dn.solver.fuses(phys) else 0.0
     return dict(image=r.image, chosen=f"{r.chosen} @{r.chosen_iteration}",
+                fused=fused,
                 iterations=len(r.history["data"]),
+                oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
+                compile_seconds=r.compile_seconds)
+  if method == "dip":
+    from dncf_jax.baselines import dip
+    r = dip.dip_restore(obs, phys, dip_config(task), jax.random.key(cfg.seed),
+                        reference=gt)
+    return dict(image=r.image, channels=FLAGS.dip_channels,
+                iterations=len(r.history["loss"]),
                 oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
                 compile_seconds=r.compile_seconds)
   if method == "dncf_tiles":
@@ -108,6 +137,9 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
     w, _ = tv.tv_weight_oracle(obs, phys, gt, TV_GRID)
     return dict(image=np.clip(tv.tv_restore(obs, phys, w), 0, 1), weight=w,
                 oracle=True)
+  if method == "nlm":
+    from dncf_jax.baselines import nlm
+    return dict(image=nlm.nlm_denoise(obs))
   if method == "cbm3d":
     import bm3d
     return dict(image=np.clip(bm3d.bm3d_rgb(obs, sigma_psd=inp["sigma255"] / 255),
@@ -137,6 +169,8 @@ def check_flags() -> tuple[list[str], list[str]]:
   bad = [m for m in FLAGS.methods if m not in METHODS]
   if bad or not FLAGS.methods:
     raise ValueError(f"--methods must be among {METHODS}, got {FLAGS.methods}")
+  if FLAGS.dip_channels < 1 or (FLAGS.dip_iterations or 1) < 1:
+    raise ValueError("--dip_channels and --dip_iterations must be >= 1")
   if FLAGS.limit < 1:
     raise ValueError(f"--limit must be >= 1, got {FLAGS.limit}")
   if FLAGS.tile_overlap % 4 or FLAGS.tile % 4:
@@ -186,10 +220,15 @@ def main(argv):
     open(path, "w").close()
   configs = {t: task_config(t, cfg) for t in tasks}
   sr_config = task_config("sr", cfg).flat()
+  denoise_config = task_config("denoise25", cfg).flat()
   check_settings(os.path.join(out_dir, "settings.json"),
                  dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
+                      nlm_guess=FLAGS.nlm_guess, rho=FLAGS.rho,
                       fill=FLAGS.fill, sr_config=sr_config,
-                      tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
+                      denoise_config=denoise_config,
+                      tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
+                      dip_channels=FLAGS.dip_channels,
+                      dip_iterations=FLAGS.dip_iterations),
                  FLAGS.resume)
   done = {(r["task"], r["photo"], r["method"]) for r in read_records(path)}
   record = cli.run_record()
@@ -223,8 +262,9 @@ def main(argv):
     fh.write(md + "\n")
   with open(os.path.join(out_dir, "photos.json"), "w") as fh:
     json.dump(dict(record, profile="photos", config=cfg.flat(),
-                   tv_guess=FLAGS.tv_guess, fill=FLAGS.fill,
-                   sr_config=sr_config, records=records),
+                   tv_guess=FLAGS.tv_guess, nlm_guess=FLAGS.nlm_guess,
+                   fill=FLAGS.fill, sr_config=sr_config,
+                   denoise_config=denoise_config, records=records),
               fh, indent=1, default=float)
   print(md)
 

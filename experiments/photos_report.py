@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "cbm3d", "bicubic",
-           "backprojection", "biharmonic")
+METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "nlm", "cbm3d",
+           "bicubic", "backprojection", "biharmonic", "dip")
+DIP_CHANNELS = 128   # the DIP notebooks' width
 
 
 def _mean(records: list[dict]) -> dict:
@@ -18,34 +19,58 @@ def _mean(records: list[dict]) -> dict:
           for k in ("psnr", "ssim", "seconds")}
 
 
-def _name(method: str) -> str:
-  return f"{method} (ORACLE)" if method == "tv_oracle" else method
+def label(r: dict) -> str:
+  """The name of a record's column: ORACLE methods, DIP at another width
+  than the notebooks' and DNCF averaged with non-local means say so."""
+  m = r["method"]
+  if m == "tv_oracle":
+    return f"{m} (ORACLE)"
+  if r.get("channels", DIP_CHANNELS) != DIP_CHANNELS:
+    return f"{m} ({r['channels']} channels)"
+  if r.get("fused"):
+    return f"{m} + nlm ({r['fused']:g})"
+  return m
+
+
+def _labels(records: list[dict], methods: list[str]) -> list[str]:
+  """The columns of ``methods``' records, in ``methods``' order."""
+  return list(dict.fromkeys(label(r) for m in methods for r in records
+                            if r["method"] == m))
 
 
 def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
-  """Markdown: per task, a row per photo and the mean; PSNR / SSIM / s."""
+  """Markdown: per task, a row per photo and the mean; PSNR / SSIM / s,
+  and beside them the ORACLE best checkpoint of the runs that have one."""
   lines = []
   for task in tasks:
     rows = [r for r in records if r["task"] == task]
-    names = [m for m in methods if any(r["method"] == m for r in rows)]
+    names = _labels(rows, methods)
     if not rows:
       continue
-    lines += [f"### {task}", "", "| photo | " + " | ".join(map(_name, names)) + " |",
-              "|---" * (len(names) + 1) + "|"]
+    oracles = [n for n in names
+               if any(label(r) == n and "oracle_psnr" in r for r in rows)]
+    heads = names + [f"{n} best along the way (ORACLE)" for n in oracles]
+    lines += [f"### {task}", "", "| photo | " + " | ".join(heads) + " |",
+              "|---" * (len(heads) + 1) + "|"]
     photos = sorted({r["photo"] for r in rows}, key=lambda p: int(p.split(":")[0]))
     cell = lambda r: (f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds']:.0f}"
                       if r else "")
     for p in photos + ["mean"]:
+      mine = [r for r in rows if p == "mean" or r["photo"] == p]
       out = []
-      for m in names:
-        sel = [r for r in rows if r["method"] == m and (p == "mean" or r["photo"] == p)]
-        if p == "mean" and sel:
-          sel = [_mean(sel)]
-        out.append(cell(sel[0] if sel else None))
+      for n in names:
+        sel = [r for r in mine if label(r) == n]
+        out.append(cell(_mean(sel) if sel else None))
+      for n in oracles:
+        sel = [r["oracle_psnr"] for r in mine
+               if label(r) == n and "oracle_psnr" in r]
+        out.append(f"{np.mean(sel):.2f}" if sel else "")
       lines.append(f"| {p} | " + " | ".join(out) + " |")
     lines.append("")
   return "\n".join(lines + ["PSNR (dB) / SSIM / seconds per photo. ORACLE: "
-                            "chosen with the ground truth."])
+                            "chosen with the ground truth; best along the way: "
+                            "the best checkpoint of the run (PSNR; DNCF's "
+                            "before its fusion with NLM)."])
 
 
 def summary(records: list[dict], tasks: list[str], methods: list[str]) -> str:
@@ -54,10 +79,10 @@ def summary(records: list[dict], tasks: list[str], methods: list[str]) -> str:
   lines = ["| task | method | PSNR (dB) | SSIM | s/photo | photos |",
            "|---|---|---|---|---|---|"]
   for task in tasks:
-    for m in methods:
-      sel = [r for r in records if r["task"] == task and r["method"] == m]
-      if sel:
-        mean = _mean(sel)
-        lines.append(f"| {task} | {_name(m)} | {mean['psnr']:.2f} | "
-                     f"{mean['ssim']:.3f} | {mean['seconds']:.0f} | {len(sel)} |")
+    rows = [r for r in records if r["task"] == task]
+    for n in _labels(rows, methods):
+      sel = [r for r in rows if label(r) == n]
+      mean = _mean(sel)
+      lines.append(f"| {task} | {n} | {mean['psnr']:.2f} | "
+                   f"{mean['ssim']:.3f} | {mean['seconds']:.0f} | {len(sel)} |")
   return "\n".join(lines)

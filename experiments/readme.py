@@ -36,6 +36,7 @@ BLOCKS = {
     "table2_paper_h100": ("table2", "benchmarks/results/table2_paper_h100.md"),
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
     "photos_bsd20_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json",
+                          "benchmarks/results/photos_bsd20_denoise25_fused_epyc.json",
                           "benchmarks/results/photos_bsd20_sr_epyc.json"),
 }
 

@@ -142,3 +142,27 @@ def test_tv_guess_is_a_stronger_first_guess_and_compiles():
   assert abs(metrics.psnr(np.asarray(known), gt) - metrics.psnr(tv_guess, gt)) < 0.5
   with pytest.raises(ValueError, match="tv must be"):
     physics.Denoise(tv=-1.0).validate(obs)
+
+
+def test_nlm_guess_is_a_given_first_guess():
+  import jax
+  from dncf_jax import io as dio, metrics
+  from dncf_jax.baselines import nlm
+  gt = dio.sample_image()                        # 128x128
+  obs = np.clip(gt + 25 / 255 * np.random.default_rng(0).standard_normal(gt.shape),
+                0, 1).astype(np.float32)
+  g = nlm.nlm_denoise(obs)                       # sigma estimated
+  gauss = metrics.psnr(np.asarray(physics.Denoise().anchor(obs)), gt)
+  assert metrics.psnr(g, gt) > gauss + 1.0, (metrics.psnr(g, gt), gauss)
+  task = physics.Denoise(guess=g)
+  task.validate(obs)
+  np.testing.assert_array_equal(np.asarray(jax.jit(task.anchor)(obs)), g)
+  np.testing.assert_array_equal(task.window(slice(8, 40), slice(0, 16)).guess,
+                                g[8:40, :16])
+  assert physics.Denoise().window(slice(0, 8), slice(0, 8)).guess is None
+  with pytest.raises(ValueError, match="the guess has shape"):
+    physics.Denoise(guess=g[:64]).validate(obs)
+  with pytest.raises(ValueError, match="guess contains NaN"):
+    physics.Denoise(guess=np.full_like(g, np.nan)).validate(obs)
+  with pytest.raises(ValueError, match="h must be"):
+    nlm.nlm_denoise(obs, h=0.0)

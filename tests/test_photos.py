@@ -74,6 +74,27 @@ def test_photos_biharmonic_g_and_backprojection(tmp_path):
   assert recs["sr", "backprojection"] > recs["sr", "bicubic"], recs
 
 
+def test_photos_nlm_and_dip_with_their_oracle(tmp_path):
+  data, out = _data(tmp_path, 1), tmp_path / "out"
+  p = _run(f"--data_dir={data}", f"--output_dir={out}", "--tasks=denoise25",
+           "--methods=G,nlm,dip,dncf", "--dip_channels=4",
+           "--dip_iterations=3", "--nlm_guess=0.6", *TINY)
+  assert p.returncode == 0, p.stderr[-3000:]
+  recs = {r["method"]: r for r in json.loads(
+      (out / "photos" / "photos.json").read_text())["records"]}
+  assert abs(recs["G"]["psnr"] - recs["nlm"]["psnr"]) < 0.01, recs  # G is NLM
+  assert recs["dip"]["channels"] == 4 and recs["dip"]["iterations"] == 3
+  assert recs["dip"]["oracle_psnr"] >= recs["dip"]["psnr"] - 1e-6
+  md = (out / "photos" / "photos.md").read_text()
+  assert "| dip (4 channels) |" in md, md
+  assert "dip (4 channels) best along the way (ORACLE)" in md, md
+  assert "| dncf + nlm (0.5) |" in md, md          # the denoising default
+  assert recs["dncf"]["fused"] == 0.5
+  bad = _run(f"--data_dir={data}", f"--output_dir={out}", "--overwrite",
+             "--methods=G", "--nlm_guess=-1", *TINY)
+  assert bad.returncode == 2 and "--nlm_guess must be >= 0" in bad.stderr
+
+
 def test_photos_bad_input_is_one_line(tmp_path):
   empty = tmp_path / "empty"
   (empty / "bsd20").mkdir(parents=True)

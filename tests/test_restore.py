@@ -19,6 +19,23 @@ def test_same_seed_same_image():
   assert not np.array_equal(a, c)
 
 
+def test_fused_answer_is_the_mean_with_nl_means():
+  from dncf_jax import metrics
+  from dncf_jax.baselines import nlm
+  obs, task, gt = case("denoise")
+  cfg = CFG.replace(iterations=20)
+  a = dn.restore(obs, task, cfg, jax.random.key(7))
+  f = dn.restore(obs, task, cfg.replace(fuse=0.5), jax.random.key(7))
+  other = nlm.nlm_denoise(obs)                     # sigma estimated
+  np.testing.assert_allclose(f.image, 0.5 * (a.image + other), atol=1e-6)
+  assert f.chosen == a.chosen and f.chosen_iteration == a.chosen_iteration
+  # 48x48, 20 iterations: DNCF 23.9 dB, NLM 26.6, their mean 25.9
+  assert metrics.psnr(f.image, gt) > metrics.psnr(a.image, gt) + 1.0
+  assert not dn.solver.fuses(dn.physics.SuperResolution(4))
+  with pytest.raises(ValueError, match="fuse must be in"):
+    cfg.replace(fuse=1.5).validate()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["denoise", "sr", "inpaint", "flash", "deblur"])
 def test_no_nan_in_five_seeds(name):
