@@ -475,9 +475,9 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
     results = [r._replace(image=np.asarray(_project(
         task[b] if isinstance(task, list) else task, r.image, obs[b])))
                for b, r in enumerate(results)]
-  if config.select.fuse and fuses(one_task):
+  w = fuse_weight(config, one_task)
+  if w:
     from dncf_jax.baselines import nlm
-    w = config.select.fuse
     sigma = one_task.noise_sigma      # None: NLM estimates it (all pixels)
     results = [r._replace(image=(1 - w) * r.image + w * nlm.nlm_denoise(
         obs[b], sigma)) for b, r in enumerate(results)]
@@ -495,6 +495,11 @@ def fuses(task) -> bool:
   """Whether ``task``'s answer is averaged with non-local means
   (``SelectConfig.fuse``): denoising."""
   return isinstance(task, physics.Denoise)
+
+
+def fuse_weight(config: DNCFConfig, task) -> float:
+  """The weight of non-local means in ``task``'s answer (0: none)."""
+  return config.select.fuse if fuses(task) else 0.0
 
 
 @jax.jit

@@ -87,7 +87,6 @@ def denoise_physics(obs, sigma: Optional[float] = None):
   guess = None
   if FLAGS.nlm_guess > 0:
     from dncf_jax.baselines import nlm
-    physics.check_image(obs)
     guess = nlm.nlm_denoise(obs, sigma, FLAGS.nlm_guess)
   return physics.Denoise(rho=FLAGS.rho, noise_sigma=sigma, tv=FLAGS.tv_guess,
                          guess=guess)
@@ -309,7 +308,7 @@ def run_and_write(name: str, observation: np.ndarray, task,
   out = dict(record, name=name, task=type(task).__name__,
              chosen=result.chosen, chosen_iteration=result.chosen_iteration,
              projected=cfg.select.project and dn.solver.projects(task),
-             fused=cfg.select.fuse if dn.solver.fuses(task) else 0.0,
+             fused=dn.solver.fuse_weight(cfg, task),
              stopped_early=early, stop_reason=reason,
              noise_sigma_255=255.0 * result.noise_sigma,
              seconds=result.seconds, compile_seconds=result.compile_seconds,

@@ -109,9 +109,8 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
   obs, gt, phys = inp["observation"], inp["ground_truth"], physics_of(task, inp)
   if method == "dncf":
     r = dn.restore(obs, phys, cfg, jax.random.key(cfg.seed), reference=gt)
-    fused = cfg.select.fuse if dn.solver.fuses(phys) else 0.0
     return dict(image=r.image, chosen=f"{r.chosen} @{r.chosen_iteration}",
-                fused=fused,
+                fused=dn.solver.fuse_weight(cfg, phys),
                 iterations=len(r.history["data"]),
                 oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
                 compile_seconds=r.compile_seconds)
