@@ -51,6 +51,17 @@ def peak_rss_mb() -> float:
   return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
 
 
+def device_peak_bytes() -> Optional[int]:
+  """Peak bytes held on the first device by this process (an accelerator's
+  allocator reports it; ``None`` where the backend does not)."""
+  import jax
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # backends without allocator statistics
+    return None
+  return stats.get("peak_bytes_in_use")
+
+
 def seconds_to(curve: np.ndarray, target: float) -> Optional[float]:
   """First time (column 1) at which the PSNR (column 2) reaches ``target``."""
   hit = np.nonzero(curve[:, 2] >= target - 1e-6)[0]

@@ -10,7 +10,8 @@ The input is the bundled sample photo resized (Lanczos) to each
 pixel). ``whole``: :func:`dncf_jax.restore` on the whole image; ``tiles``:
 :func:`dncf_jax.tiles.restore_tiled` (``--tile``, ``--tile_overlap``) with
 ``--batch_size`` tiles in flight. Each (size, method) runs in a process
-of its own, so its peak resident memory (``getrusage``) is its own; a run
+of its own, so its peak resident memory (``getrusage``) and, on an
+accelerator, its peak device memory are its own; a run
 that fails (out of memory) is recorded as such. Prints a Markdown table
 with the whole/tiles ratio of peak memory and writes JSON.
 """
@@ -25,7 +26,8 @@ import time
 from absl import app, flags
 import numpy as np
 
-from benchmarks.common import describe, machine, peak_rss_mb, write_json
+from benchmarks.common import (describe, device_peak_bytes, machine,
+                               peak_rss_mb, write_json)
 
 FLAGS = flags.FLAGS
 
@@ -81,6 +83,9 @@ def run_one(size: str, method: str) -> dict:
                             batch_size=FLAGS.batch_size)
     compile_s, extra = r.compile_seconds, dict(tiles=len(r.starts))
   seconds = time.perf_counter() - t
+  peak = device_peak_bytes()
+  if peak is not None:
+    extra["peak_device_gb"] = round(peak / 2 ** 30, 2)
   return dict(size=size, method=method, seconds=round(seconds, 1),
               compile_seconds=round(compile_s, 1),
               seconds_per_iteration=round((seconds - compile_s)
@@ -108,14 +113,15 @@ def spawn(size: str, method: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-  out = ["| size | method | peak RSS (GB) | seconds | of which compiling | s / iteration |",
-         "|---|---|---|---|---|---|"]
+  out = ["| size | method | peak RSS (GB) | peak device (GB) | seconds "
+         "| of which compiling | s / iteration |", "|---|---|---|---|---|---|---|"]
   for r in rows:
     if "failed" in r:
-      out.append(f"| {r['size']} | {r['method']} | failed: {r['failed']} | | | |")
+      out.append(f"| {r['size']} | {r['method']} | failed: {r['failed']} | | | | |")
     else:
       name = r["method"] + (f" ({r['tiles']} tiles)" if "tiles" in r else "")
-      out.append(f"| {r['size']} | {name} | {r['peak_rss_gb']} | {r['seconds']} "
+      out.append(f"| {r['size']} | {name} | {r['peak_rss_gb']} "
+                 f"| {r.get('peak_device_gb', '-')} | {r['seconds']} "
                  f"| {r['compile_seconds']} | {r['seconds_per_iteration']} |")
   return "\n".join(out)
 

@@ -35,6 +35,7 @@ BLOCKS = {
     "table1_cifar10_adaptive200_epyc": ("table1", "benchmarks/results/table1_cifar10_adaptive200_epyc.json"),
     "table2_paper_h100": ("table2", "benchmarks/results/table2_paper_h100.md"),
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
+    "photos_bsd5_h200": ("photos", "benchmarks/results/photos_bsd5_h200.json"),
     "photos_bsd20_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json",
                           "benchmarks/results/photos_bsd20_denoise25_fused_epyc.json",
                           "benchmarks/results/photos_bsd20_sr_epyc.json"),

@@ -156,6 +156,23 @@ def test_photo_memory_bad_flags_are_one_line(flag, message):
   assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+def test_photo_memory_table_shows_device_memory_where_measured():
+  row = dict(size="64x48", method="whole", peak_rss_gb=1.5, seconds=3.0,
+             compile_seconds=2.0, seconds_per_iteration=0.5)
+  code = ("from benchmarks import photo_memory as pm; import sys, json; "
+          "rows = json.loads(sys.argv[1]); print(pm.table(rows[:1])); "
+          "print(pm.table(rows[1:]))")
+  p = subprocess.run([sys.executable, "-c", code,
+                      json.dumps([row, dict(row, peak_device_gb=2.25)])],
+                     cwd=ROOT, capture_output=True, text=True, timeout=60)
+  lines = p.stdout.splitlines()
+  assert "| 64x48 | whole | 1.5 | - | 3.0 | 2.0 | 0.5 |" in lines, p.stderr
+  assert "| 64x48 | whole | 1.5 | 2.25 | 3.0 | 2.0 | 0.5 |" in lines
+  assert all(len(l.split("|")) == 9 for l in lines)
+  peak = common.device_peak_bytes()   # the CPU keeps no allocator statistics
+  assert peak is None or peak > 0
+
+
 def test_stop_rule_finds_the_first_stop_and_the_peak():
   its = np.array([10, 20, 30, 40])
   got = common.stop_and_peak(its, [1.5, 1.0, 0.8, 0.6], [20.0, 27.0, 28.0, 26.0])

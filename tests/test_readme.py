@@ -38,7 +38,7 @@ def test_update_renders_table2_markdown_and_skips_missing_sources(tmp_path):
   assert "| a |\n|---|\n| 1 |\n<!-- end generated: table2_paper_h100 -->" in new
   assert "# Title" not in new
   assert set(skipped) == {"table1_cifar10_2000_h200", "table2_cpu_small",
-                          "photos_bsd20_epyc",
+                          "photos_bsd20_epyc", "photos_bsd5_h200",
                           "table1_cifar10_adaptive200_epyc"}
 
 
