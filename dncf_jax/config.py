@@ -21,6 +21,7 @@ from dncf_jax import nets
 Y_SOLVERS = ("lbfgs", "bfgs", "adam", "none")
 THETA_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 CONV_IMPLS = ("auto", "taps", "im2col", "xla")
+FUSE_PARTNERS = ("nlm", "nlm_wavelet")
 
 
 def param(default: Any, help: str, flag: str | None = None,
@@ -159,8 +160,12 @@ class SelectConfig:
                         "image projected onto those that reproduce the "
                         "observation, A(x) = I_s.")
   fuse: float = param(0.0, "Denoising: return (1 - fuse) times the chosen "
-                      "image plus fuse times non-local means of the "
-                      "observation (0: DNCF's answer alone).")
+                      "image plus fuse times a classical denoiser's "
+                      "(fuse_with) answer (0: DNCF's answer alone).")
+  fuse_with: str = param("nlm", "Denoising: the classical denoiser of fuse: "
+                         "non-local means, or the mean of pixelwise NLM "
+                         "and cycle-spun wavelet shrinkage.",
+                         choices=FUSE_PARTNERS)
 
   def check(self) -> None:
     require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")

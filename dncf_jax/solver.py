@@ -10,8 +10,8 @@ net's backward pass at the accepted ``y`` serves both). The blind
 selection (:mod:`dncf_jax.select`) scores the candidates at every
 checkpoint, on device; a noiseless task's answer is then projected onto
 its measurements (``SelectConfig.project``, :func:`projects`), and a
-denoising answer may be averaged with non-local means
-(``SelectConfig.fuse``, :func:`fuses`).
+denoising answer may be averaged with a classical denoiser's
+(``SelectConfig.fuse``, ``fuse_with``, :func:`fuses`).
 
 :class:`DNCF` is the engine's method (:mod:`dncf_jax.engine`) for one
 phase: ``y`` is the image fed to ``f_theta``, or with
@@ -477,10 +477,8 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
                for b, r in enumerate(results)]
   w = fuse_weight(config, one_task)
   if w:
-    from dncf_jax.baselines import nlm
-    sigma = one_task.noise_sigma      # None: NLM estimates it (all pixels)
-    results = [r._replace(image=(1 - w) * r.image + w * nlm.nlm_denoise(
-        obs[b], sigma)) for b, r in enumerate(results)]
+    results = [r._replace(image=(1 - w) * r.image + w * fuse_partner(
+        config, obs[b], one_task.noise_sigma)) for b, r in enumerate(results)]
   seconds = time.perf_counter() - t_start
   return [r._replace(seconds=seconds) for r in results]
 
@@ -492,14 +490,22 @@ def projects(task) -> bool:
 
 
 def fuses(task) -> bool:
-  """Whether ``task``'s answer is averaged with non-local means
+  """Whether ``task``'s answer is averaged with a classical denoiser's
   (``SelectConfig.fuse``): denoising."""
   return isinstance(task, physics.Denoise)
 
 
 def fuse_weight(config: DNCFConfig, task) -> float:
-  """The weight of non-local means in ``task``'s answer (0: none)."""
+  """The weight of the classical denoiser in ``task``'s answer (0: none)."""
   return config.select.fuse if fuses(task) else 0.0
+
+
+def fuse_partner(config: DNCFConfig, obs, sigma=None) -> np.ndarray:
+  """The classical denoiser's answer that the fusion averages in
+  (``SelectConfig.fuse_with``; ``sigma`` ``None``: estimated)."""
+  from dncf_jax.baselines import nlm, wavelet
+  fn = dict(nlm=nlm.nlm_denoise, nlm_wavelet=wavelet.nlm_wavelet_denoise)
+  return fn[config.select.fuse_with](obs, sigma)
 
 
 @jax.jit

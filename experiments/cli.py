@@ -18,6 +18,9 @@ from typing import Any, Callable, Iterable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_VERSION = 1
+# The classical denoisers of SelectConfig.fuse_with, as the summary names them.
+PARTNERS = dict(nlm="non-local means",
+                nlm_wavelet="non-local means and wavelet shrinkage")
 
 # Messages of jax._src.xla_bridge about platforms that are absent (libtpu,
 # a CUDA jaxlib), logged on every start of a CPU-only machine. The device a
@@ -198,8 +201,8 @@ def summary(name: str, out: dict, path: str) -> str:
   parts.append(f"chose {out['chosen']} @ {out['chosen_iteration']}"
                + (" (projected onto the measurements)" if out.get("projected")
                   else "")
-               + (f" (averaged with non-local means, weight {out['fused']:g})"
-                  if out.get("fused") else ""))
+               + (f" (averaged with {PARTNERS[out.get('fused_with', 'nlm')]}, "
+                  f"weight {out['fused']:g})" if out.get("fused") else ""))
   parts.append(f"{out['seconds']:.1f} s (compile {out['compile_seconds']:.1f} s)")
   return f"{name}: " + ", ".join(parts) + f" -> {path}"
 

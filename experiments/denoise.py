@@ -2,8 +2,9 @@
 
 With no flags it restores a photo bundled with scikit-image (the
 astronaut, 128x128 around the face) with sigma = 25 Gaussian noise added,
-so that nothing needs downloading. The answer is the mean of DNCF's
-blind answer and non-local means of the input (``--fuse=0.5``,
+so that nothing needs downloading. The answer is a quarter DNCF's blind
+answer and three quarters the mean of non-local means and wavelet
+shrinkage of the input (``--fuse=0.75 --fuse_with=nlm_wavelet``,
 ``common.DENOISE_DEFAULTS``); ``--fuse=0`` returns DNCF's alone, as the
 benchmark flagfiles do.
 """

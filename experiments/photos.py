@@ -1,8 +1,9 @@
 """Whole photos against classical restorers: ``python -m experiments.photos``.
 
     python -m experiments.photos --tasks=denoise,sr,inpaint [--limit=20]
-        [--methods=dncf,dncf_tiles,G,tv,tv_oracle,cbm3d,bicubic,
-                   backprojection,biharmonic,nlm,dip] [--dip_channels=128]
+        [--methods=dncf,dncf_tiles,G,tv,tv_oracle,nlm,wavelet,nlm_wavelet,
+                   cbm3d,bicubic,backprojection,biharmonic,dip]
+        [--dip_channels=128]
         [--resume]
 
 The ``photos`` profile of the benchmark protocol: the ``bsd20`` photos at
@@ -18,7 +19,9 @@ of DNCF's super-resolution gain that the projection alone brings.
 configuration on overlapping tiles restored as one batch
 (:func:`dncf_jax.tiles.restore_tiled`). CBM3D needs the ``bm3d`` package
 (the ``bench`` extra) and is given the true sigma; ``nlm`` (scikit-image's
-non-local means, :mod:`dncf_jax.baselines.nlm`) estimates it. ``dip`` is
+non-local means, :mod:`dncf_jax.baselines.nlm`), ``wavelet`` (cycle-spun
+wavelet shrinkage) and ``nlm_wavelet`` (its mean with pixelwise NLM,
+:mod:`dncf_jax.baselines.wavelet`) estimate it. ``dip`` is
 Deep Image Prior at its notebook's setting for the task, ``--dip_channels``
 wide (the table names widths other than the notebooks' 128): its blind
 answer, and its best checkpoint as ORACLE beside it, as for ``dncf``.
@@ -26,7 +29,7 @@ answer, and its best checkpoint as ORACLE beside it, as for ``dncf``.
 DNCF's settings are the photo commands' flags (default: the default
 configuration; super-resolution with ``python -m experiments.sr``'s
 defaults and denoising with ``python -m experiments.denoise``'s, its
-answer averaged with non-local means, where the flags are not given;
+answer averaged with classical denoisers', where the flags are not given;
 inpainting's ``G`` by ``--fill``). Each (task, photo, method) is one line of
 ``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
 and refuses records made with other settings, kept in ``settings.json``;
@@ -53,6 +56,7 @@ FLAGS = flags.FLAGS
 TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
          "denoise50": ("denoise50",), "sr": ("sr",), "inpaint": ("inpaint",)}
 APPLIES = {"cbm3d": TASKS["denoise"], "nlm": TASKS["denoise"],
+           "wavelet": TASKS["denoise"], "nlm_wavelet": TASKS["denoise"],
            "bicubic": ("sr",), "backprojection": ("sr",),
            "biharmonic": ("inpaint",)}
 TV_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
@@ -111,6 +115,7 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
     r = dn.restore(obs, phys, cfg, jax.random.key(cfg.seed), reference=gt)
     return dict(image=r.image, chosen=f"{r.chosen} @{r.chosen_iteration}",
                 fused=dn.solver.fuse_weight(cfg, phys),
+                fused_with=cfg.select.fuse_with,
                 iterations=len(r.history["data"]),
                 oracle_psnr=float(np.max(r.history["checkpoint_psnr"])),
                 compile_seconds=r.compile_seconds)
@@ -139,6 +144,10 @@ def run_method(method: str, task: str, inp: dict, cfg) -> dict:
   if method == "nlm":
     from dncf_jax.baselines import nlm
     return dict(image=nlm.nlm_denoise(obs))
+  if method in ("wavelet", "nlm_wavelet"):
+    from dncf_jax.baselines import wavelet
+    return dict(image=(wavelet.wavelet_denoise if method == "wavelet" else
+                       wavelet.nlm_wavelet_denoise)(obs))
   if method == "cbm3d":
     import bm3d
     return dict(image=np.clip(bm3d.bm3d_rgb(obs, sigma_psd=inp["sigma255"] / 255),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "nlm", "cbm3d",
-           "bicubic", "backprojection", "biharmonic", "dip")
+METHODS = ("dncf", "dncf_tiles", "G", "tv", "tv_oracle", "nlm", "wavelet",
+           "nlm_wavelet", "cbm3d", "bicubic", "backprojection", "biharmonic",
+           "dip")
 DIP_CHANNELS = 128   # the DIP notebooks' width
 
 
@@ -21,14 +22,14 @@ def _mean(records: list[dict]) -> dict:
 
 def label(r: dict) -> str:
   """The name of a record's column: ORACLE methods, DIP at another width
-  than the notebooks' and DNCF averaged with non-local means say so."""
+  than the notebooks' and DNCF averaged with a classical denoiser say so."""
   m = r["method"]
   if m == "tv_oracle":
     return f"{m} (ORACLE)"
   if r.get("channels", DIP_CHANNELS) != DIP_CHANNELS:
     return f"{m} ({r['channels']} channels)"
   if r.get("fused"):
-    return f"{m} + nlm ({r['fused']:g})"
+    return f"{m} + {r.get('fused_with', 'nlm')} ({r['fused']:g})"
   return m
 
 

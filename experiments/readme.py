@@ -38,6 +38,7 @@ BLOCKS = {
     "photos_bsd5_h200": ("photos", "benchmarks/results/photos_bsd5_h200.json"),
     "photos_bsd20_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json",
                           "benchmarks/results/photos_bsd20_denoise25_fused_epyc.json",
+                          "benchmarks/results/photos_bsd20_denoise25_wavelet_epyc.json",
                           "benchmarks/results/photos_bsd20_sr_epyc.json"),
 }
 

@@ -180,7 +180,7 @@ def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
   path = tmp_path / "denoise_astronaut.json"
   assert re.fullmatch(
       r"denoise_astronaut: PSNR \d+\.\d\d dB, SSIM \d\.\d{3}, chose .+ @ 2 "
-      r"\(averaged with non-local means, weight 0\.5\), "
+      r"\(averaged with non-local means and wavelet shrinkage, weight 0\.75\), "
       r"\d+\.\d s \(compile \d+\.\d s\) -> " + re.escape(str(path)), lines[-1])
   assert "libtpu" not in p.stderr and "initialize backend" not in p.stderr
   rec = json.loads(path.read_text())
@@ -194,7 +194,7 @@ def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
   assert when.utcoffset() == datetime.timedelta(0)
   assert "noise_sigma_used" not in rec and 20 < rec["noise_sigma_255"] < 30
   assert rec["stopped_early"] is False and rec["iterations"] == 2
-  assert rec["fused"] == 0.5
+  assert rec["fused"] == 0.75 and rec["fused_with"] == "nlm_wavelet"
   # A second run stops before any work, with one line, and keeps the first.
   before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
   p = _run_env(env, "denoise", *args)

@@ -77,7 +77,7 @@ def test_photos_biharmonic_g_and_backprojection(tmp_path):
 def test_photos_nlm_and_dip_with_their_oracle(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
   p = _run(f"--data_dir={data}", f"--output_dir={out}", "--tasks=denoise25",
-           "--methods=G,nlm,dip,dncf", "--dip_channels=4",
+           "--methods=G,nlm,wavelet,nlm_wavelet,dip,dncf", "--dip_channels=4",
            "--dip_iterations=3", "--nlm_guess=0.6", *TINY)
   assert p.returncode == 0, p.stderr[-3000:]
   recs = {r["method"]: r for r in json.loads(
@@ -88,8 +88,9 @@ def test_photos_nlm_and_dip_with_their_oracle(tmp_path):
   md = (out / "photos" / "photos.md").read_text()
   assert "| dip (4 channels) |" in md, md
   assert "dip (4 channels) best along the way (ORACLE)" in md, md
-  assert "| dncf + nlm (0.5) |" in md, md          # the denoising default
-  assert recs["dncf"]["fused"] == 0.5
+  assert "| dncf + nlm_wavelet (0.75) |" in md, md  # the denoising default
+  assert "| wavelet | nlm_wavelet |" in md, md
+  assert recs["dncf"]["fused"] == 0.75
   bad = _run(f"--data_dir={data}", f"--output_dir={out}", "--overwrite",
              "--methods=G", "--nlm_guess=-1", *TINY)
   assert bad.returncode == 2 and "--nlm_guess must be >= 0" in bad.stderr

@@ -21,7 +21,7 @@ def test_same_seed_same_image():
 
 def test_fused_answer_is_the_mean_with_nl_means():
   from dncf_jax import metrics
-  from dncf_jax.baselines import nlm
+  from dncf_jax.baselines import nlm, wavelet
   obs, task, gt = case("denoise")
   cfg = CFG.replace(iterations=20)
   a = dn.restore(obs, task, cfg, jax.random.key(7))
@@ -34,6 +34,14 @@ def test_fused_answer_is_the_mean_with_nl_means():
   assert not dn.solver.fuses(dn.physics.SuperResolution(4))
   with pytest.raises(ValueError, match="fuse must be in"):
     cfg.replace(fuse=1.5).validate()
+  # the other partner: the mean of pixelwise NLM and wavelet shrinkage
+  g = dn.restore(obs, task, cfg.replace(fuse=0.5, fuse_with="nlm_wavelet"),
+                 jax.random.key(7))
+  pair = wavelet.nlm_wavelet_denoise(obs)
+  np.testing.assert_allclose(g.image, 0.5 * (a.image + pair), atol=1e-6)
+  assert metrics.psnr(g.image, gt) > metrics.psnr(a.image, gt) + 1.0
+  with pytest.raises(ValueError, match="fuse_with must be one of"):
+    cfg.replace(fuse_with="bm3d").validate()
 
 
 @pytest.mark.slow

@@ -22,10 +22,13 @@ H_FACTOR = 0.6   # h = 0.6 sigma: the best of 0.5-0.8 on the bsd20 photos
 
 
 def nlm_denoise(obs, sigma: Optional[float] = None, h: float = H_FACTOR,
-                patch_size: int = 5, patch_distance: int = 6) -> np.ndarray:
+                patch_size: int = 5, patch_distance: int = 6,
+                fast: bool = True) -> np.ndarray:
   """Non-local means of ``obs`` (H, W, C) in [0, 1], filter width ``h``
   times the noise std ``sigma`` (estimated from ``obs`` when ``None``:
-  :func:`dncf_jax.select.estimate_noise_sigma`). Returns float32 in [0, 1].
+  :func:`dncf_jax.select.estimate_noise_sigma`). ``fast=False``: the
+  pixelwise mode (Gaussian-weighted patch distances, about 10x slower).
+  Returns float32 in [0, 1].
   """
   from skimage.restoration import denoise_nl_means
   physics.check_image(obs)
@@ -34,7 +37,7 @@ def nlm_denoise(obs, sigma: Optional[float] = None, h: float = H_FACTOR,
   obs = np.asarray(obs, np.float32)
   if sigma is None:
     sigma = float(select.estimate_noise_sigma(jnp.asarray(obs)))
-  x = denoise_nl_means(obs, h=h * sigma, sigma=sigma, fast_mode=True,
+  x = denoise_nl_means(obs, h=h * sigma, sigma=sigma, fast_mode=fast,
                        patch_size=patch_size, patch_distance=patch_distance,
                        channel_axis=-1)
   return np.clip(x, 0, 1).astype(np.float32)
