@@ -500,7 +500,8 @@ def fuse_weight(config: DNCFConfig, task) -> float:
   return config.select.fuse if fuses(task) else 0.0
 
 
-def fuse_partner(config: DNCFConfig, obs, sigma=None) -> np.ndarray:
+def fuse_partner(config: DNCFConfig, obs,
+                 sigma: Optional[float] = None) -> np.ndarray:
   """The classical denoiser's answer that the fusion averages in
   (``SelectConfig.fuse_with``; ``sigma`` ``None``: estimated)."""
   from dncf_jax.baselines import nlm, wavelet

@@ -71,7 +71,7 @@ def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
   return "\n".join(lines + ["PSNR (dB) / SSIM / seconds per photo. ORACLE: "
                             "chosen with the ground truth; best along the way: "
                             "the best checkpoint of the run (PSNR; DNCF's "
-                            "before its fusion with NLM)."])
+                            "before any fusion with a classical denoiser)."])
 
 
 def summary(records: list[dict], tasks: list[str], methods: list[str]) -> str:

@@ -3,8 +3,8 @@
 TV (Chambolle 2004) denoising and TV-regularised fits, bicubic
 interpolation, Deep Image Prior (Ulyanov et al. 2018) and DeepRED
 (Mataev et al. 2019) with TV as the RED denoiser; non-local means and
-cycle-spun wavelet shrinkage (scikit-image's) for whole photos. Same physics operators as DNCF
-(:mod:`dncf_jax.physics`).
+cycle-spun wavelet shrinkage (scikit-image's) for whole photos. Same
+physics operators as DNCF (:mod:`dncf_jax.physics`).
 """
 
 from dncf_jax.baselines import bicubic, deepred, dip, nlm, tv, wavelet
