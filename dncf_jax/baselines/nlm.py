@@ -21,6 +21,13 @@ from dncf_jax import physics, select
 H_FACTOR = 0.6   # h = 0.6 sigma: the best of 0.5-0.8 on the bsd20 photos
 
 
+def sigma_or_estimate(obs: np.ndarray, sigma: Optional[float]) -> float:
+  """``sigma``, or DNCF's blind estimate of ``obs``'s noise std if ``None``."""
+  if sigma is None:
+    return float(select.estimate_noise_sigma(jnp.asarray(obs)))
+  return float(sigma)
+
+
 def nlm_denoise(obs, sigma: Optional[float] = None, h: float = H_FACTOR,
                 patch_size: int = 5, patch_distance: int = 6,
                 fast: bool = True) -> np.ndarray:
@@ -35,8 +42,7 @@ def nlm_denoise(obs, sigma: Optional[float] = None, h: float = H_FACTOR,
   if not (np.isfinite(h) and h > 0):
     raise ValueError(f"h must be a finite number > 0, got {h}")
   obs = np.asarray(obs, np.float32)
-  if sigma is None:
-    sigma = float(select.estimate_noise_sigma(jnp.asarray(obs)))
+  sigma = sigma_or_estimate(obs, sigma)
   x = denoise_nl_means(obs, h=h * sigma, sigma=sigma, fast_mode=fast,
                        patch_size=patch_size, patch_distance=patch_distance,
                        channel_axis=-1)

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
-from dncf_jax import physics, select
+from dncf_jax import physics
 from dncf_jax.baselines import nlm
 
 SHIFTS = 3       # cycle spinning over shifts 0..3 along each image axis
 PAIR_H = 0.8     # NLM's h / sigma in the pair (pixelwise, not fast, mode)
-
-
-def _sigma(obs: np.ndarray, sigma: Optional[float]) -> float:
-  return float(select.estimate_noise_sigma(jnp.asarray(obs))) if sigma is None \
-      else float(sigma)
 
 
 def wavelet_denoise(obs, sigma: Optional[float] = None,
@@ -37,7 +31,7 @@ def wavelet_denoise(obs, sigma: Optional[float] = None,
     raise ValueError(f"shifts must be >= 0, got {shifts}")
   obs = np.asarray(obs, np.float32)
   colour = obs.shape[-1] == 3
-  kw = dict(sigma=_sigma(obs, sigma), method="BayesShrink", mode="soft",
+  kw = dict(sigma=nlm.sigma_or_estimate(obs, sigma), method="BayesShrink", mode="soft",
             rescale_sigma=True, convert2ycbcr=colour, channel_axis=-1)
   x = cycle_spin(obs, denoise_wavelet, max_shifts=shifts,
                  func_kw=kw, channel_axis=-1, workers=1)
@@ -48,6 +42,6 @@ def nlm_wavelet_denoise(obs, sigma: Optional[float] = None) -> np.ndarray:
   """The mean of non-local means (pixelwise mode, ``h`` = 0.8 sigma) and
   :func:`wavelet_denoise`: two classical denoisers whose errors differ."""
   physics.check_image(obs)
-  s = _sigma(np.asarray(obs, np.float32), sigma)
+  s = nlm.sigma_or_estimate(np.asarray(obs, np.float32), sigma)
   return 0.5 * (nlm.nlm_denoise(obs, s, PAIR_H, fast=False)
                 + wavelet_denoise(obs, s))
