@@ -37,8 +37,10 @@ BLOCKS = {
     "table2_cpu_small": ("table2", "benchmarks/results/table2_cpu_small.md"),
     "photos_bsd5_h200": ("photos", "benchmarks/results/photos_bsd5_h200.json"),
     "photos_bsd20_epyc": ("photos", "benchmarks/results/photos_bsd20_denoise25_epyc.json",
-                          "benchmarks/results/photos_bsd20_denoise25_fused_epyc.json",
                           "benchmarks/results/photos_bsd20_denoise25_wavelet_epyc.json",
+                          "benchmarks/results/photos_bsd20_denoise50_epyc.json",
+                          "benchmarks/results/photos_bsd20_denoise50_wavelet_epyc.json",
+                          "benchmarks/results/photos_bsd20_denoise_default_epyc.json",
                           "benchmarks/results/photos_bsd20_sr_epyc.json"),
 }
 
