@@ -197,9 +197,6 @@ def main(argv):
   if FLAGS.seeds < 1:
     raise ValueError(f"--seeds must be >= 1, got {FLAGS.seeds}")
   over = overrides()
-  if not os.path.isdir(os.path.join(FLAGS.data_dir, "dip")):
-    raise FileNotFoundError(f"no dip/ images under --data_dir={FLAGS.data_dir} "
-                            "(the shared data folder, ../shared/data)")
   stem = os.path.join(FLAGS.output_dir, f"table2_{prof.name}")
   if FLAGS.report_only and not os.path.isfile(stem + ".json"):
     raise FileNotFoundError(f"--report_only: no {stem}.json to report from "
@@ -207,6 +204,9 @@ def main(argv):
   if FLAGS.overwrite and (FLAGS.resume or FLAGS.report_only):
     raise ValueError("--overwrite starts the table again: it goes with "
                      "neither --resume nor --report_only")
+  if not os.path.isdir(os.path.join(FLAGS.data_dir, "dip")):
+    raise FileNotFoundError(f"no dip/ images under --data_dir={FLAGS.data_dir} "
+                            "(the shared data folder, ../shared/data)")
   if not (FLAGS.resume or FLAGS.report_only):
     cli.refuse_overwrite([stem + ".json"], FLAGS.overwrite,
                          "--resume (to continue that table) or another "
