@@ -35,15 +35,15 @@ def _data(tmp_path, n=2):
 def test_photos_writes_the_table_and_resumes(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
   args = [f"--data_dir={data}", f"--output_dir={out}", "--limit=2",
-          "--tasks=denoise,inpaint",
+          "--tasks=denoise25,inpaint",
           "--methods=G,tv,bicubic,biharmonic,dncf_tiles", *TINY]
   p = _run(*args)
   assert p.returncode == 0, p.stderr[-3000:]
   res = json.loads((out / "photos" / "photos.json").read_text())
   recs = res["records"]
-  # one photo (the folder holds one): denoise25/50 (G, tv, tiles), inpaint
+  # one photo (the folder holds one): denoise25 (G, tv, tiles), inpaint
   # (G, tv, biharmonic, tiles); bicubic applies to sr only
-  assert len(recs) == 3 + 3 + 4
+  assert len(recs) == 3 + 4
   assert all(np.isfinite(r["psnr"]) and r["seconds"] >= 0 for r in recs)
   assert res["schema_version"] >= 1 and res["config"]["iterations"] == 2
   md = (out / "photos" / "photos.md").read_text()
@@ -64,12 +64,14 @@ def test_photos_writes_the_table_and_resumes(tmp_path):
 
 def test_photos_biharmonic_g_and_backprojection(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
-  p = _run(f"--data_dir={data}", f"--output_dir={out}", "--tasks=inpaint,sr",
+  p = _run(f"--data_dir={data}", f"--output_dir={out}",
+           "--tasks=inpaint,sr,denoise",
            "--methods=G,biharmonic,bicubic,backprojection", "--fill=biharmonic",
            *TINY)
   assert p.returncode == 0, p.stderr[-3000:]
   recs = {(r["task"], r["method"]): r["psnr"] for r in json.loads(
       (out / "photos" / "photos.json").read_text())["records"]}
+  assert {("denoise25", "G"), ("denoise50", "G")} <= set(recs)  # "denoise": both
   assert abs(recs["inpaint", "G"] - recs["inpaint", "biharmonic"]) < 0.1, recs
   assert recs["sr", "backprojection"] > recs["sr", "bicubic"], recs
 
