@@ -31,8 +31,9 @@ def wavelet_denoise(obs, sigma: Optional[float] = None,
     raise ValueError(f"shifts must be >= 0, got {shifts}")
   obs = np.asarray(obs, np.float32)
   colour = obs.shape[-1] == 3
-  kw = dict(sigma=nlm.sigma_or_estimate(obs, sigma), method="BayesShrink", mode="soft",
-            rescale_sigma=True, convert2ycbcr=colour, channel_axis=-1)
+  kw = dict(sigma=nlm.sigma_or_estimate(obs, sigma), method="BayesShrink",
+            mode="soft", rescale_sigma=True, convert2ycbcr=colour,
+            channel_axis=-1)
   x = cycle_spin(obs, denoise_wavelet, max_shifts=shifts,
                  func_kw=kw, channel_axis=-1, workers=1)
   return np.clip(x, 0, 1).astype(np.float32)
