@@ -313,15 +313,15 @@ def restore(observation, task: physics.Task, config: DNCFConfig = DNCFConfig(),
   """Restores ``observation`` (H, W, C in [0, 1]) under ``task``'s physics.
 
   A batch of one of :func:`restore_batch` (same programs, so a second call
-  of the same shapes compiles nothing, whatever its mask). ``reference``
-  (optional ground truth) only feeds the ORACLE PSNR history; the returned
-  image is chosen blind. ``progress`` is called with a dict after every
-  checkpoint (no printing here). ``snapshot_every`` > 0 (a multiple of
-  ``checkpoint_every``) copies the candidates to the host every that many
-  iterations: ``history["snapshot_iteration"]`` (K,) and
-  ``history["snapshot_images"]`` (K, len(CANDIDATES), H, W, C). With
-  ``config.ensemble`` > 1 the image is the mean of that many restorations
-  (:func:`restore_batch`).
+  of the same shapes compiles nothing, whatever its mask, seed, budget or
+  fusion: :data:`HOST_ONLY`). ``reference`` (optional ground truth) only
+  feeds the ORACLE PSNR history; the returned image is chosen blind.
+  ``progress`` is called with a dict after every checkpoint (no printing
+  here). ``snapshot_every`` > 0 (a multiple of ``checkpoint_every``) copies
+  the candidates to the host every that many iterations:
+  ``history["snapshot_iteration"]`` (K,) and ``history["snapshot_images"]``
+  (K, len(CANDIDATES), H, W, C). With ``config.ensemble`` > 1 the image is
+  the mean of that many restorations (:func:`restore_batch`).
   """
   if key is None:
     key = jax.random.key(config.seed)
@@ -444,7 +444,7 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   inputs = engine.shard(inputs, mesh)
   ref = engine.shard(ref, mesh) if ref is not None else None
 
-  method = engine.unseeded(DNCF(config, scene))
+  method = DNCF(_program_config(config), scene)
   init, compile_s = engine.compiled((method, "init"), engine.batch_init(method),
                                     *inputs, mesh=mesh)
   engine.check_memory(init, n, f"restoring {n} images of {scene}")
@@ -481,6 +481,20 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
         config, obs[b], one_task.noise_sigma)) for b, r in enumerate(results)]
   seconds = time.perf_counter() - t_start
   return [r._replace(seconds=seconds) for r in results]
+
+
+# Settings read on the host only: the seed (it makes the keys), the budgets
+# (the stopping iteration is an argument of the compiled chunk) and what is
+# done to the answer after the run (projection, fusion).
+HOST_ONLY = ("seed", "iterations", "feature_iterations", "project", "fuse",
+             "fuse_with")
+
+
+def _program_config(config: DNCFConfig) -> DNCFConfig:
+  """``config`` with the :data:`HOST_ONLY` settings at their defaults: runs
+  that differ in them alone share their compiled programs."""
+  default = DNCFConfig().flat()
+  return config.replace(**{k: default[k] for k in HOST_ONLY})
 
 
 def projects(task) -> bool:

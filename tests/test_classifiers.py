@@ -72,13 +72,13 @@ def test_conv_impls_agree_with_lax_conv(models_dir, cifar):
   fb, p = classifiers.load_resnet20(path, impl="xla")
   for impl in ("im2col", "taps"):
     fa, _ = classifiers.load_resnet20(path, impl=impl)
-    np.testing.assert_allclose(fa(p, x), fb(p, x), atol=1e-4)
+    np.testing.assert_allclose(jax.jit(fa)(p, x), jax.jit(fb)(p, x), atol=1e-4)
   with jax.enable_x64():
     x64 = jnp.asarray(cifar[0][:4], jnp.float64)
     grads = {}
     for impl in ("xla", "im2col", "taps"):
       f, p64 = classifiers.load_resnet20(path, jnp.float64, impl=impl)
-      grads[impl] = jax.grad(lambda v: f(p64, v)[:, 3].sum())(x64)
+      grads[impl] = jax.jit(jax.grad(lambda v: f(p64, v)[:, 3].sum()))(x64)
   for impl in ("im2col", "taps"):
     np.testing.assert_allclose(grads[impl], grads["xla"], atol=1e-10)
 

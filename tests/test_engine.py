@@ -41,6 +41,12 @@ def test_restore_compiles_once_for_every_mask_and_seed_of_a_shape():
                      CFG.replace(seed=1))
   assert engine.compile_count() == before
   assert np.abs(other.image - results[1].image).max() > 1e-3
+  # nor for another budget or without the projection (read on the host)
+  loose = dn.restore(obs * masks[1][:, :, None], physics.Inpaint(mask=masks[1]),
+                     CFG.replace(seed=1, project=False, iterations=4))
+  assert engine.compile_count() == before
+  assert len(loose.history["data"]) == 4
+  assert np.abs(loose.image - other.image).max() > 1e-3
 
 
 def test_restore_batch_equals_single_restores():
@@ -82,7 +88,7 @@ def test_vmapped_batch_equals_single_restores_up_to_rounding():
   keys = list(jax.random.split(jax.random.key(3), 4))
   task = physics.Denoise(noise_sigma=0.1)
   batch = dn.restore_batch(obs, task, CFG, keys, vectorize="vmap")
-  longer = CFG.replace(iterations=20, checkpoint_every=10, early_stop=False)
+  longer = CFG.replace(iterations=20)          # the same programs
   batch20 = dn.restore_batch(obs, task, longer, keys, vectorize="vmap")
   for o, c, k, b, b20 in zip(obs, clean, keys, batch, batch20):
     one = dn.restore(o, task, CFG, k)

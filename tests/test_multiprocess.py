@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
@@ -36,6 +37,8 @@ def _wait(procs) -> None:
     assert p.returncode == 0, out[-3000:]
 
 
+# Three processes compiling at once: about 90 s on 2 cores.
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
   one, two = str(tmp_path / "one.npz"), str(tmp_path / "two.npz")
   port = _free_port()

@@ -35,19 +35,19 @@ def _data(tmp_path, n=2):
 def test_photos_writes_the_table_and_resumes(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
   args = [f"--data_dir={data}", f"--output_dir={out}", "--limit=2",
-          "--tasks=denoise25,inpaint",
-          "--methods=G,tv,bicubic,biharmonic,dncf_tiles", *TINY]
+          "--tasks=inpaint", "--methods=G,tv,bicubic,biharmonic,dncf_tiles",
+          *TINY]
   p = _run(*args)
   assert p.returncode == 0, p.stderr[-3000:]
   res = json.loads((out / "photos" / "photos.json").read_text())
   recs = res["records"]
-  # one photo (the folder holds one): denoise25 (G, tv, tiles), inpaint
-  # (G, tv, biharmonic, tiles); bicubic applies to sr only
-  assert len(recs) == 3 + 4
+  # one photo (the folder holds one): G, tv, biharmonic, tiles; bicubic
+  # applies to sr only
+  assert len(recs) == 4
   assert all(np.isfinite(r["psnr"]) and r["seconds"] >= 0 for r in recs)
   assert res["schema_version"] >= 1 and res["config"]["iterations"] == 2
   md = (out / "photos" / "photos.md").read_text()
-  assert "### denoise25" in md and "| mean |" in md
+  assert "### inpaint" in md and "| mean |" in md
   assert (out / "photos" / "inpaint_panel.png").exists()
   again = _run(*args)                       # the records are kept
   assert again.returncode == 2 and "--overwrite" in again.stderr

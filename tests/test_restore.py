@@ -25,7 +25,9 @@ def test_fused_answer_is_the_mean_with_nl_means():
   obs, task, gt = case("denoise")
   cfg = CFG.replace(iterations=20)
   a = dn.restore(obs, task, cfg, jax.random.key(7))
+  before = dn.engine.compile_count()
   f = dn.restore(obs, task, cfg.replace(fuse=0.5), jax.random.key(7))
+  assert dn.engine.compile_count() == before   # the same programs
   other = nlm.nlm_denoise(obs)                     # sigma estimated
   np.testing.assert_allclose(f.image, 0.5 * (a.image + other), atol=1e-6)
   assert f.chosen == a.chosen and f.chosen_iteration == a.chosen_iteration
