@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image
 
 from experiments import cli, common
-from experiments.photos_report import METHODS, table
+from experiments.photos_report import METHODS, fusion_terms, table
 
 FLAGS = flags.FLAGS
 TASKS = {"denoise": ("denoise25", "denoise50"), "denoise25": ("denoise25",),
@@ -213,7 +213,7 @@ def save_panel(path: str, images: list[np.ndarray]) -> None:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
-  from dncf_jax import io as dio, metrics
+  from dncf_jax import io as dio, metrics, solver
   tasks, methods = check_flags()
   cfg = common.config_from_flags()
   files = dio.photo_files(FLAGS.data_dir)[:FLAGS.limit]
@@ -253,6 +253,10 @@ def main(argv):
         image = out.pop("image")
         rec = dict(task=task, photo=photo, method=m, seconds=time.perf_counter() - t0,
                    **metrics.scores(image, inp["ground_truth"]), **out)
+        if 0 < out.get("fused", 0) < 1:   # ORACLE terms, after the timing
+          partner = solver.fuse_partner(configs[task], inp["observation"])
+          rec.update(fusion_terms(image, out["fused"], partner,
+                                  inp["ground_truth"]))
         with open(path, "a") as fh:
           fh.write(json.dumps(rec, default=float) + "\n")
         print(f"{task} {photo} {m}: {rec['psnr']:.2f} dB, {rec['seconds']:.0f} s",

@@ -68,10 +68,53 @@ def table(records: list[dict], tasks: list[str], methods: list[str]) -> str:
         out.append(f"{np.mean(sel):.2f}" if sel else "")
       lines.append(f"| {p} | " + " | ".join(out) + " |")
     lines.append("")
+    lines += _curve_line(rows)
   return "\n".join(lines + ["PSNR (dB) / SSIM / seconds per photo. ORACLE: "
                             "chosen with the ground truth; best along the way: "
                             "the best checkpoint of the run (PSNR; DNCF's "
                             "before any fusion with a classical denoiser)."])
+
+
+# The weights of the ORACLE fusion curve below the denoising tables.
+CURVE_WEIGHTS = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+def fusion_terms(fused: np.ndarray, weight: float, partner: np.ndarray,
+                 truth: np.ndarray) -> dict:
+  """ORACLE (the ground truth): the mean squared errors of DNCF's own
+  answer ``a`` (recovered from ``fused = (1 - w) a + w partner``, ``w`` <
+  1) and of the partner, and the mean product of the two errors; the MSE
+  at any weight ``v`` follows: ``(1-v)^2 own + v^2 partner + 2 v (1-v)
+  cross`` (:func:`fusion_curve`)."""
+  own = (np.asarray(fused, np.float64) - weight * partner) / (1 - weight)
+  e_own, e_partner = own - truth, np.asarray(partner, np.float64) - truth
+  return dict(own_mse=float(np.mean(e_own ** 2)),
+              partner_mse=float(np.mean(e_partner ** 2)),
+              cross_mse=float(np.mean(e_own * e_partner)))
+
+
+def fusion_curve(records: list[dict], weights=CURVE_WEIGHTS) -> list[float]:
+  """The mean PSNR over ``records`` (with :func:`fusion_terms`) had each
+  been fused at each of ``weights`` instead (ORACLE)."""
+  v = np.asarray(weights, np.float64)[:, None]
+  terms = {k: np.array([r[k] for r in records])
+           for k in ("own_mse", "partner_mse", "cross_mse")}
+  mse = ((1 - v) ** 2 * terms["own_mse"] + v ** 2 * terms["partner_mse"]
+         + 2 * v * (1 - v) * terms["cross_mse"])
+  return list(np.mean(10 * np.log10(1 / np.maximum(mse, 1e-12)), axis=1))
+
+
+def _curve_line(rows: list[dict]) -> list[str]:
+  """The line under a denoising table: the fused runs' mean PSNR at other
+  weights (ORACLE), where the records hold :func:`fusion_terms`."""
+  fused = [r for r in rows if "own_mse" in r]
+  if not fused:
+    return []
+  cells = ", ".join(f"{w:g}: {p:.2f}" for w, p in
+                    zip(CURVE_WEIGHTS, fusion_curve(fused)))
+  return [f"Fusion weight of the classical denoiser, ORACLE (mean PSNR of "
+          f"the same {len(fused)} run(s) at other weights; 0: DNCF alone, "
+          f"1: the denoiser alone): {cells}", ""]
 
 
 def summary(records: list[dict], tasks: list[str], methods: list[str]) -> str:

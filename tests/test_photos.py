@@ -93,6 +93,12 @@ def test_photos_nlm_and_dip_with_their_oracle(tmp_path):
   assert "| dncf + nlm_wavelet (0.75) |" in md, md  # the denoising default
   assert "| wavelet | nlm_wavelet |" in md, md
   assert recs["dncf"]["fused"] == 0.75
+  # the ORACLE curve at the run's own weight is the run's score
+  from experiments.photos_report import CURVE_WEIGHTS, fusion_curve
+  curve = dict(zip(CURVE_WEIGHTS, fusion_curve([recs["dncf"]])))
+  assert abs(curve[0.75] - recs["dncf"]["psnr"]) < 1e-3, (curve, recs["dncf"])
+  assert abs(curve[1.0] - recs["nlm_wavelet"]["psnr"]) < 1e-3
+  assert "Fusion weight of the classical denoiser, ORACLE" in md
   bad = _run(f"--data_dir={data}", f"--output_dir={out}", "--overwrite",
              "--methods=G", "--nlm_guess=-1", *TINY)
   assert bad.returncode == 2 and "--nlm_guess must be >= 0" in bad.stderr
@@ -128,6 +134,23 @@ def test_photo_inputs_follow_the_profile(tmp_path):
   np.testing.assert_array_equal(inp["observation"][inp["mask"] == 0], 0)
   with pytest.raises(ValueError, match="unknown photo task"):
     dio.photo_input("deblur", path, 0)
+
+
+def test_fusion_terms_give_the_score_at_any_weight():
+  from dncf_jax import metrics
+  from experiments.photos_report import fusion_curve, fusion_terms
+  rng = np.random.default_rng(0)
+  truth = rng.random((8, 8, 3))
+  recs, own_partner = [], []
+  for k in range(2):
+    own = truth + 0.1 * rng.standard_normal(truth.shape)
+    partner = truth + 0.05 * (k + 1) * rng.standard_normal(truth.shape)
+    recs.append(fusion_terms(0.25 * own + 0.75 * partner, 0.75, partner, truth))
+    own_partner.append((own, partner))
+  weights = (0.0, 0.3, 1.0)
+  want = [np.mean([metrics.psnr((1 - w) * a + w * b, truth)
+                   for a, b in own_partner]) for w in weights]
+  np.testing.assert_allclose(fusion_curve(recs, weights), want, atol=1e-4)
 
 
 def test_summary_is_the_mean_per_task_and_method():
