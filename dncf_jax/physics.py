@@ -23,7 +23,8 @@ Every task is one small frozen dataclass with
 A new task is a new class here; the solver is shared.
 
 Tasks are pytrees (``flax.struct`` dataclasses): the arrays (``mask``,
-``flash``, ``psf``) are leaves and every other field is static. A task
+``flash``, ``psf``) and a denoising task's known ``noise_sigma`` are
+leaves and every other field is static. A task
 passed as an argument to a jitted function therefore has its arrays
 traced, so one compiled program serves every mask (flash image, PSF) of a
 shape. Tasks of one class, one array shape and equal static fields stack
@@ -117,12 +118,17 @@ class Denoise(_Identity):
   """
 
   rho: float = _static(1.0)
-  noise_sigma: Optional[float] = _static(None)
+  noise_sigma: Optional[float] = None     # a leaf: one program for every value
   tv: float = _static(0.0)
   guess: Optional[Array] = None
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
+    if (self.noise_sigma is not None and not _traced(self.noise_sigma) and
+        not (np.all(np.isfinite(self.noise_sigma)) and
+             np.all(np.asarray(self.noise_sigma) >= 0))):
+      raise ValueError(f"noise_sigma must be a finite number >= 0 (or None "
+                       f"to estimate it), got {self.noise_sigma}")
     if not (np.isfinite(self.tv) and self.tv >= 0):
       raise ValueError(f"tv must be a finite number >= 0, got {self.tv}")
     if self.guess is not None:

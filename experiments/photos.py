@@ -36,7 +36,10 @@ and refuses records made with other settings, kept in ``settings.json``;
 without it an existing file needs ``--overwrite``); the table, per photo
 and mean (PSNR, SSIM, seconds), goes to ``photos.md`` and ``photos.json``,
 and one panel per task (first photo: the observation, every method, the
-ground truth) to ``<task>_panel.png``.
+ground truth) to ``<task>_panel.png``. A fused ``dncf`` record also holds
+the ORACLE error terms of :func:`photos_report.fusion_terms`, computed
+after its timing; the table prints the score they give at other fusion
+weights.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The photos table in Markdown: per photo, and the means per method.
+"""The photos table in Markdown: per photo, and the means per method;
+the ORACLE score of DNCF's fused answers at other fusion weights.
 
 Flag-free, so that ``experiments.readme`` renders the README's block from
 ``experiments.photos``'s JSON without importing the command.

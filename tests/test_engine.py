@@ -49,6 +49,23 @@ def test_restore_compiles_once_for_every_mask_and_seed_of_a_shape():
   assert np.abs(loose.image - other.image).max() > 1e-3
 
 
+def test_known_noise_levels_share_a_program():
+  """A known sigma is a leaf of the task: another value, or one per image
+  of a batch, compiles nothing."""
+  obs = _images(3)                    # the batches of the tests below
+  dn.restore(obs[0], physics.Denoise(noise_sigma=0.1), CFG)
+  dn.restore_batch(obs, physics.Denoise(noise_sigma=0.1), CFG)
+  before = engine.compile_count()
+  one = dn.restore(obs[0], physics.Denoise(noise_sigma=0.05), CFG)
+  each = dn.restore_batch(obs, [physics.Denoise(noise_sigma=s)
+                                for s in (0.05, 0.2, 0.1)], CFG)
+  assert engine.compile_count() == before
+  assert [r.noise_sigma for r in (one, *each)] == pytest.approx(
+      [0.05, 0.05, 0.2, 0.1])
+  with pytest.raises(ValueError, match="noise_sigma must be a finite number"):
+    dn.restore(obs[0], physics.Denoise(noise_sigma=-0.1), CFG)
+
+
 def test_restore_batch_equals_single_restores():
   """``map`` (the CPU default) runs each image through the single-image
   program: the numbers of single runs, up to rounding. With the tests' XLA
