@@ -24,11 +24,11 @@ A new task is a new class here; the solver is shared.
 
 Tasks are pytrees (``flax.struct`` dataclasses): the arrays (``mask``,
 ``flash``, ``psf``) and a denoising task's known ``noise_sigma`` are
-leaves and every other field is static. A task
-passed as an argument to a jitted function therefore has its arrays
-traced, so one compiled program serves every mask (flash image, PSF) of a
-shape. Tasks of one class, one array shape and equal static fields stack
-into one task with a leading batch axis on its arrays,
+leaves and every other field is static. A task passed as an argument to
+a jitted function therefore has its leaves traced, so one compiled
+program serves every mask (flash image, PSF, noise level) of a shape.
+Tasks of one class, one array shape and equal static fields stack into
+one task with a leading batch axis on its arrays,
 ``jax.tree_util.tree_map(lambda *a: jnp.stack(a), *tasks)``, which
 ``jax.vmap`` maps over like any other batched argument. The methods
 accept the arrays as given (NumPy or JAX, a mask 2-D or 3-D) and convert
@@ -124,9 +124,9 @@ class Denoise(_Identity):
 
   def validate(self, obs: Array) -> None:
     check_image(obs)
-    if (self.noise_sigma is not None and not _traced(self.noise_sigma) and
-        not (np.all(np.isfinite(self.noise_sigma)) and
-             np.all(np.asarray(self.noise_sigma) >= 0))):
+    sigma = self.noise_sigma
+    if sigma is not None and not _traced(sigma) and not np.all(
+        np.isfinite(sigma) & (np.asarray(sigma) >= 0)):
       raise ValueError(f"noise_sigma must be a finite number >= 0 (or None "
                        f"to estimate it), got {self.noise_sigma}")
     if not (np.isfinite(self.tv) and self.tv >= 0):
