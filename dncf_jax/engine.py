@@ -249,11 +249,14 @@ def batch_chunk(method, length: int, with_reference: bool,
   other in a ``lax.map`` (same program for each, so the numbers are a
   single run's), a stopped problem only re-scored.
   """
+  # jitted, so that its trace is cached: ``frozen`` asks for its output
+  # shapes and ``cond`` then calls it, tracing it once for both
+  @jax.jit
   def one(c, i, r, stop):
     return chunk(method, c, i, stop, length, r)
 
   def frozen(c, i, r, stop):   # no steps: what chunk gives a stopped problem
-    shapes = jax.eval_shape(lambda: one(c, i, r, stop))[1]
+    shapes = jax.eval_shape(one, c, i, r, stop)[1]
     stats = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
                                    shapes)
     new, cands, out, halt = method.checkpoint(c.state, i)
