@@ -430,7 +430,8 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
                ) -> list[Result]:
   t_start = time.perf_counter()
   n = len(obs_list)
-  one_task = task[0] if isinstance(task, list) else task
+  tasks = task if isinstance(task, list) else [task] * n
+  one_task = tasks[0]
   scene = _check_scene(one_task, np.shape(obs_list[0]), references, n)
   obs = np.stack([np.asarray(o, np.float32) for o in obs_list])
   inputs = (obs, engine.stack_tasks(task, n),
@@ -472,13 +473,12 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   results = [_result(carry.state, cands, history, b, 0.0, compile_s,
                      sigma) for b in range(n)]
   if config.select.project and projects(one_task):
-    results = [r._replace(image=np.asarray(_project(
-        task[b] if isinstance(task, list) else task, r.image, obs[b])))
+    results = [r._replace(image=np.asarray(_project(tasks[b], r.image, obs[b])))
                for b, r in enumerate(results)]
   w = fuse_weight(config, one_task)
   if w:
     results = [r._replace(image=(1 - w) * r.image + w * fuse_partner(
-        config, obs[b], one_task.noise_sigma)) for b, r in enumerate(results)]
+        config, obs[b], tasks[b].noise_sigma)) for b, r in enumerate(results)]
   seconds = time.perf_counter() - t_start
   return [r._replace(seconds=seconds) for r in results]
 

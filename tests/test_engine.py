@@ -6,6 +6,7 @@ import pytest
 
 import dncf_jax as dn
 from dncf_jax import engine, physics
+from dncf_jax.baselines import nlm
 
 CFG = dn.DNCFConfig.from_flat(iterations=2, channels=8, scales=2,
                               skip_channels=2, checkpoint_every=2)
@@ -62,6 +63,12 @@ def test_known_noise_levels_share_a_program():
   assert engine.compile_count() == before
   assert [r.noise_sigma for r in (one, *each)] == pytest.approx(
       [0.05, 0.05, 0.2, 0.1])
+  # the fused answer averages in the partner at each image's own sigma
+  fused = dn.restore_batch(obs, [physics.Denoise(noise_sigma=s)
+                                 for s in (0.05, 0.2, 0.1)], CFG.replace(fuse=0.5))
+  for o, s, e, f in zip(obs, (0.05, 0.2, 0.1), each, fused):
+    np.testing.assert_allclose(
+        f.image, 0.5 * e.image + 0.5 * nlm.nlm_denoise(o, s), atol=1e-6)
   with pytest.raises(ValueError, match="noise_sigma must be a finite number"):
     dn.restore(obs[0], physics.Denoise(noise_sigma=-0.1), CFG)
 

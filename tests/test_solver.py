@@ -53,7 +53,7 @@ def test_gradients_match_finite_differences_in_float64():
     model, prob, params, cover = _problem(cfg, 8, 8, jnp.float64)
     y_fun, _, _ = _make_step(cfg, model, cover)
 
-    @jax.jit      # one program, not op by op (a third of the test's time)
+    @jax.jit      # one program, not dispatched op by op
     def total(params, y):
       reg = penalty.penalty(params, cover, cfg.penalty.gamma, cfg.penalty.norm)
       return y_fun(y, params, prob) + reg
