@@ -29,7 +29,8 @@ answer, and its best checkpoint as ORACLE beside it, as for ``dncf``.
 DNCF's settings are the photo commands' flags (default: the default
 configuration; super-resolution with ``python -m experiments.sr``'s
 defaults and denoising with ``python -m experiments.denoise``'s, its
-answer averaged with classical denoisers', where the flags are not given;
+answer averaged with classical denoisers', and inpainting with
+``python -m experiments.inpaint``'s, where the flags are not given;
 inpainting's ``G`` by ``--fill``). Each (task, photo, method) is one line of
 ``<output_dir>/photos/records.jsonl`` (``--resume`` skips what is there,
 and refuses records made with other settings, kept in ``settings.json``;
@@ -90,10 +91,10 @@ def physics_of(task: str, inp: dict):
 
 
 def task_config(task: str, cfg):
-  """The config of ``task``: ``python -m experiments.sr``'s (``denoise``'s)
-  own defaults where the flags are not given."""
-  defaults = common.SR_DEFAULTS if task == "sr" else (
-      common.DENOISE_DEFAULTS if task in TASKS["denoise"] else {})
+  """The config of ``task``: ``python -m experiments.sr``'s (``denoise``'s,
+  ``inpaint``'s) own defaults where the flags are not given."""
+  defaults = {"sr": common.SR_DEFAULTS, "inpaint": common.INPAINT_DEFAULTS
+              }.get(task, common.DENOISE_DEFAULTS)
   return cfg.replace(**{k: v for k, v in defaults.items()
                         if not FLAGS[k].present})
 
@@ -232,12 +233,14 @@ def main(argv):
   configs = {t: task_config(t, cfg) for t in tasks}
   sr_config = task_config("sr", cfg).flat()
   denoise_config = task_config("denoise25", cfg).flat()
+  inpaint_config = task_config("inpaint", cfg).flat()
   check_settings(os.path.join(out_dir, "settings.json"),
                  dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
                       nlm_guess=FLAGS.nlm_guess, rho=FLAGS.rho,
                       fill=FLAGS.fill, sr_config=sr_config,
                       denoise_config=denoise_config,
-                      tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
+                      inpaint_config=inpaint_config, tile=FLAGS.tile,
+                      tile_overlap=FLAGS.tile_overlap,
                       dip_channels=FLAGS.dip_channels,
                       dip_iterations=FLAGS.dip_iterations),
                  FLAGS.resume)
@@ -279,7 +282,8 @@ def main(argv):
     json.dump(dict(record, profile="photos", config=cfg.flat(),
                    tv_guess=FLAGS.tv_guess, nlm_guess=FLAGS.nlm_guess,
                    fill=FLAGS.fill, sr_config=sr_config,
-                   denoise_config=denoise_config, records=records),
+                   denoise_config=denoise_config,
+                   inpaint_config=inpaint_config, records=records),
               fh, indent=1, default=float)
   print(md)
 

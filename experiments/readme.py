@@ -10,7 +10,8 @@ and :data:`BLOCKS` says where each NAME comes from: a Markdown table
 written by ``experiments.table2`` (its title line dropped), a Table 1
 JSON of ``experiments.defense``, rendered by its own ``to_markdown``, or
 ``photos.json`` files of ``experiments.photos`` (the means over their
-photos, one table for all of them).
+photos, one table for all of them; a method run on fewer photos than
+the most of its task is left out, its mean not comparable).
 This command replaces every block whose sources exist (a missing source
 is reported and its block left alone); ``--check`` changes nothing and
 exits with status 1 if the README differs from what it would write (a
@@ -41,7 +42,8 @@ BLOCKS = {
                           "benchmarks/results/photos_bsd20_denoise50_epyc.json",
                           "benchmarks/results/photos_bsd20_denoise50_wavelet_epyc.json",
                           "benchmarks/results/photos_bsd20_denoise_default_epyc.json",
-                          "benchmarks/results/photos_bsd20_sr_epyc.json"),
+                          "benchmarks/results/photos_bsd20_sr_epyc.json",
+                          "benchmarks/results/photos_bsd20_inpaint_epyc.json"),
 }
 
 FLAGS = flags.FLAGS
@@ -69,11 +71,15 @@ def splice(text: str, name: str, content: str) -> str:
 def render(kind: str, *paths: str) -> str:
   """The Markdown of a block's sources (see :data:`BLOCKS`)."""
   if kind == "photos":
-    from experiments.photos_report import METHODS, summary
+    from collections import Counter
+    from experiments.photos_report import METHODS, label, summary
     recs = []
     for path in paths:
       with open(path) as f:
         recs += json.load(f)["records"]
+    n = Counter((r["task"], label(r)) for r in recs)
+    most = {t: max(k for (u, _), k in n.items() if u == t) for t, _ in n}
+    recs = [r for r in recs if n[r["task"], label(r)] == most[r["task"]]]
     tasks = list(dict.fromkeys(r["task"] for r in recs))
     return summary(recs, tasks, [m for m in METHODS
                                  if any(r["method"] == m for r in recs)]) + "\n"

@@ -74,6 +74,22 @@ def test_mask_of_another_size_is_a_clear_error(data_dir, tmp_path):
   assert "the mask is 704x448 but the image is 512x512" in p.stderr
 
 
+def test_inpaint_default_returns_about_the_biharmonic_fill(tmp_path):
+  from PIL import Image
+  img = (dio.sample_image()[:48, :64] * 255).astype(np.uint8)
+  Image.fromarray(img).save(tmp_path / "img.png")
+  known = np.random.default_rng(0).random((48, 64)) < 0.5
+  Image.fromarray(known.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+  p = _run("inpaint", f"--input={tmp_path / 'img.png'}",
+           f"--mask={tmp_path / 'mask.png'}", "--channels=4", "--scales=2",
+           f"--output_dir={tmp_path}", "--name=x", "--log_every=50",
+           f"--compilation_cache={ROOT}/.jax_cache")
+  assert p.returncode == 0, p.stderr[-3000:]
+  rec = json.loads((tmp_path / "x.json").read_text())
+  assert rec["iterations"] == 50 and rec["config"]["y_handicap"] == 0
+  assert rec["psnr"] > rec["biharmonic_fill_psnr"] - 1.0, rec  # measured: 0.3 under
+
+
 def test_size_the_downsampler_cannot_take_is_a_clear_error(data_dir, tmp_path):
   p = _run("sr", "--input=dip/zebra_GT.png", "--crop=0:130,0:128",
            "--downsample_input", f"--data_dir={data_dir}", "--dry_run",

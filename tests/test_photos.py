@@ -66,12 +66,12 @@ def test_photos_biharmonic_g_and_backprojection(tmp_path):
   data, out = _data(tmp_path, 1), tmp_path / "out"
   p = _run(f"--data_dir={data}", f"--output_dir={out}",
            "--tasks=inpaint,sr,denoise",
-           "--methods=G,biharmonic,bicubic,backprojection", "--fill=biharmonic",
-           *TINY)
+           "--methods=G,biharmonic,bicubic,backprojection", *TINY)
   assert p.returncode == 0, p.stderr[-3000:]
   recs = {(r["task"], r["method"]): r["psnr"] for r in json.loads(
       (out / "photos" / "photos.json").read_text())["records"]}
   assert {("denoise25", "G"), ("denoise50", "G")} <= set(recs)  # "denoise": both
+  # pixels missing at random: thin holes, so G is the biharmonic fill
   assert abs(recs["inpaint", "G"] - recs["inpaint", "biharmonic"]) < 0.1, recs
   assert recs["sr", "backprojection"] > recs["sr", "bicubic"], recs
 

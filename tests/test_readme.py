@@ -106,6 +106,16 @@ def test_a_hand_edited_block_is_told_apart_from_the_generated_one():
         begin = f"<!-- generated: {name} -->\\n"
         edited = text.replace(begin, begin + "| hand | edit |\\n", 1)
         assert readme.update(edited, [name])[0] != edited, name
+      # a method run on fewer photos than its task's others is left out
+      import json, tempfile
+      recs = [dict(task="sr", photo=f"{i}:p.png", method=m, psnr=25.0,
+                   ssim=0.5, seconds=1.0) for i, m in
+              [(0, "dncf"), (1, "dncf"), (0, "tv")]]
+      with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(dict(records=recs), f)
+        f.flush()
+        rows = readme.render("photos", f.name).splitlines()[2:]
+      assert rows == ["| sr | dncf | 25.00 | 0.500 | 1 | 2 |"], rows
       print("ok")
   """)
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
