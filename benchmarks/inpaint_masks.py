@@ -33,6 +33,9 @@ from experiments import cli
 FLAGS = flags.FLAGS
 MASKS = ("rand50", "rand80", "rand90", "text", "blocks8", "blocks16",
          "library", "library_b", "vase")
+# (fill, config fields): the inpaint command's defaults (INPAINT_DEFAULTS
+# of experiments/common.py, which defines flags, so not imported here) and
+# the benchmark flagfiles' paper setting, both projected.
 SETTINGS = {"default": ("biharmonic", dict(y_handicap=0.0, iterations=50)),
             "paper": ("harmonic", dict(y_handicap=1.0, iterations=600))}
 
@@ -62,10 +65,12 @@ def make_masks(names, size: int, index: int, dip_dir: str) -> dict:
         m[r:r + b, c:c + b] = False
       out[name] = m
     elif name == "text":
-      out[name] = _known(f"{dip_dir}/kate_mask.png")[200:200 + size, 200:200 + size]
+      k = _known(f"{dip_dir}/kate_mask.png")
+      out[name] = k[200:200 + size, 200:200 + size]
     elif name.startswith("library"):
       r, c = (150, 250) if name == "library" else (0, 0)
-      out[name] = _known(f"{dip_dir}/library_mask.png")[r:r + size, c:c + size]
+      k = _known(f"{dip_dir}/library_mask.png")
+      out[name] = k[r:r + size, c:c + size]
     else:    # the vase's object, centred
       v = _known(f"{dip_dir}/vase_mask.png")
       ys, xs = np.nonzero(~v)
@@ -95,17 +100,19 @@ def main(argv):
     gt = dio.to_float(Image.open(files[i]).convert("RGB"))
     h, w = gt.shape[:2]
     gt = gt[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    for name, known in make_masks(FLAGS.masks, s, i, f"{data_dir}/dip").items():
+    masks = make_masks(FLAGS.masks, s, i, f"{data_dir}/dip")
+    for name, known in masks.items():
       hole = ~known
       mask = known.astype(np.float32)
-      g = physics.Inpaint(mask=mask, fill="biharmonic").anchor(gt * mask[..., None])
+      obs = gt * mask[..., None]
+      g = physics.Inpaint(mask=mask, fill="biharmonic").anchor(obs)
+      depth = ndimage.distance_transform_edt(hole)[hole]
       problems.append(dict(
           key=f"{i}:{name}", gt=gt, mask=mask,
           G=metrics.psnr(np.clip(np.asarray(g), 0, 1), gt),
-          known=float(known.mean()),
-          depth90=float(np.percentile(ndimage.distance_transform_edt(hole)[hole], 90)),
+          known=float(known.mean()), depth90=float(np.percentile(depth, 90)),
           fill=metrics.psnr(np.clip(inpaint_biharmonic(
-              gt * known[..., None], hole, channel_axis=-1), 0, 1), gt)))
+              obs, hole, channel_axis=-1), 0, 1), gt)))
   out = dict(machine=machine(), size=s, photos=FLAGS.photos, masks=FLAGS.masks,
              seconds={}, rows={})
   for setting, (fill, kw) in SETTINGS.items():

@@ -74,22 +74,6 @@ def test_mask_of_another_size_is_a_clear_error(data_dir, tmp_path):
   assert "the mask is 704x448 but the image is 512x512" in p.stderr
 
 
-def test_inpaint_default_returns_about_the_biharmonic_fill(tmp_path):
-  from PIL import Image
-  img = (dio.sample_image()[:48, :64] * 255).astype(np.uint8)
-  Image.fromarray(img).save(tmp_path / "img.png")
-  known = np.random.default_rng(0).random((48, 64)) < 0.5
-  Image.fromarray(known.astype(np.uint8) * 255).save(tmp_path / "mask.png")
-  p = _run("inpaint", f"--input={tmp_path / 'img.png'}",
-           f"--mask={tmp_path / 'mask.png'}", "--channels=4", "--scales=2",
-           f"--output_dir={tmp_path}", "--name=x", "--log_every=50",
-           f"--compilation_cache={ROOT}/.jax_cache")
-  assert p.returncode == 0, p.stderr[-3000:]
-  rec = json.loads((tmp_path / "x.json").read_text())
-  assert rec["iterations"] == 50 and rec["config"]["y_handicap"] == 0
-  assert rec["psnr"] > rec["biharmonic_fill_psnr"] - 1.0, rec  # measured: 0.3 under
-
-
 def test_size_the_downsampler_cannot_take_is_a_clear_error(data_dir, tmp_path):
   p = _run("sr", "--input=dip/zebra_GT.png", "--crop=0:130,0:128",
            "--downsample_input", f"--data_dir={data_dir}", "--dry_run",
@@ -149,6 +133,15 @@ def test_help_lists_the_commands_flags_with_their_help():
                "noise_sigma", "learning_rate"):
     assert len(entries[name]) > 15, (name, entries[name])
   assert "DNCFConfig field" not in p.stdout
+
+
+def test_inpaint_defaults_to_the_biharmonic_fill_and_50_iterations():
+  # measured on masks of every kind: benchmarks/inpaint_masks.py
+  p = _run("inpaint", "--help")
+  for flag, default in (("fill", "biharmonic"), ("iterations", "50"),
+                        ("y_handicap", "0.0"), ("project", "true")):
+    entry = re.search(rf"\n  --(?:\[no\])?{flag}: (.*?)\n  --", p.stdout, re.S)
+    assert f"(default: '{default}')" in entry.group(1), (flag, entry)
 
 
 def test_every_command_lists_its_flags_in_help_one_name_per_concept():
