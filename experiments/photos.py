@@ -231,15 +231,13 @@ def main(argv):
     cli.refuse_overwrite([path], FLAGS.overwrite, "--resume")
     open(path, "w").close()
   configs = {t: task_config(t, cfg) for t in tasks}
-  sr_config = task_config("sr", cfg).flat()
-  denoise_config = task_config("denoise25", cfg).flat()
-  inpaint_config = task_config("inpaint", cfg).flat()
+  # each command's own defaults, whether or not its task runs here
+  own = {f"{name}_config": task_config(t, cfg).flat() for name, t in
+         (("sr", "sr"), ("denoise", "denoise25"), ("inpaint", "inpaint"))}
   check_settings(os.path.join(out_dir, "settings.json"),
                  dict(config=cfg.flat(), tv_guess=FLAGS.tv_guess,
                       nlm_guess=FLAGS.nlm_guess, rho=FLAGS.rho,
-                      fill=FLAGS.fill, sr_config=sr_config,
-                      denoise_config=denoise_config,
-                      inpaint_config=inpaint_config, tile=FLAGS.tile,
+                      fill=FLAGS.fill, **own, tile=FLAGS.tile,
                       tile_overlap=FLAGS.tile_overlap,
                       dip_channels=FLAGS.dip_channels,
                       dip_iterations=FLAGS.dip_iterations),
@@ -281,9 +279,7 @@ def main(argv):
   with open(os.path.join(out_dir, "photos.json"), "w") as fh:
     json.dump(dict(record, profile="photos", config=cfg.flat(),
                    tv_guess=FLAGS.tv_guess, nlm_guess=FLAGS.nlm_guess,
-                   fill=FLAGS.fill, sr_config=sr_config,
-                   denoise_config=denoise_config,
-                   inpaint_config=inpaint_config, records=records),
+                   fill=FLAGS.fill, **own, records=records),
               fh, indent=1, default=float)
   print(md)
 
