@@ -71,7 +71,7 @@ def test_photos_biharmonic_g_and_backprojection(tmp_path):
   recs = {(r["task"], r["method"]): r["psnr"] for r in json.loads(
       (out / "photos" / "photos.json").read_text())["records"]}
   assert {("denoise25", "G"), ("denoise50", "G")} <= set(recs)  # "denoise": both
-  # pixels missing at random: thin holes, so G is the biharmonic fill
+  # no --fill: G is the default, the biharmonic fill
   assert abs(recs["inpaint", "G"] - recs["inpaint", "biharmonic"]) < 0.1, recs
   assert recs["sr", "backprojection"] > recs["sr", "bicubic"], recs
 
