@@ -413,10 +413,13 @@ def stack_tasks(tasks: Sequence, n: int):
       lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *tasks)
 
 
-def pad_batch(tree: PyTree, multiple: int) -> tuple[PyTree, int]:
-  """Pads every leaf's leading axis to a multiple by repeating the last entry."""
+def pad_batch(tree: PyTree, multiple: int, size: int = 1
+              ) -> tuple[PyTree, int]:
+  """Pads every leaf's leading axis to at least ``size`` and then a
+  multiple by repeating the last entry; returns the tree and its old length."""
   n = jax.tree_util.tree_leaves(tree)[0].shape[0]
-  pad = (-n) % multiple
+  pad = max(size - n, 0)
+  pad += (-(n + pad)) % multiple
   if not pad:
     return tree, n
   grow = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])

@@ -362,6 +362,8 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
   runs; a stopped image costs nothing); ``auto``: ``map`` on CPU, ``vmap``
   elsewhere (:func:`engine.resolve_vectorize`). Returns one :class:`Result`
   per image (``seconds`` and ``compile_seconds`` are the whole chunk's).
+  A batch split into parts (:func:`chunks`) adds ``part`` = (first image,
+  end, batch size) to what ``progress`` gets.
   """
   config.validate()
   vectorize = engine.resolve_vectorize(vectorize)
@@ -380,18 +382,34 @@ def restore_batch(observations, task, config: DNCFConfig = DNCFConfig(),
     return _ensemble(obs_list, tasks or task, config, keys, references,
                      progress=progress, snapshot_every=snapshot_every,
                      batch_size=batch_size, mesh=mesh, vectorize=vectorize)
-  if batch_size is not None and n > batch_size:
-    out = []
-    for s in range(0, n, batch_size):
-      part = slice(s, s + batch_size)
-      out += restore_batch(
-          obs_list[part], tasks[part] if tasks else task, config, keys[part],
-          references=None if references is None else references[part],
-          progress=progress, snapshot_every=snapshot_every, mesh=mesh,
-          vectorize=vectorize)
-    return out
-  return _run_batch(obs_list, tasks or task, config, keys, references,
-                    progress, snapshot_every, mesh, vectorize)
+  parts = chunks(n, batch_size)
+  size = parts[0].stop
+  out = []
+  for part in parts:
+    tell = progress
+    if progress is not None and len(parts) > 1:
+      tell = functools.partial(_tell_part, progress, (part.start, part.stop, n))
+    out += _run_batch(
+        obs_list[part], tasks[part] if tasks else task, config, keys[part],
+        None if references is None else references[part], tell,
+        snapshot_every, mesh, vectorize, size)
+  return out
+
+
+def _tell_part(progress: Callable[[dict], None], part: tuple, info: dict):
+  progress(dict(info, part=part))
+
+
+def chunks(n: int, batch_size: Optional[int] = None) -> list[slice]:
+  """The parts of a batch of ``n`` that :func:`restore_batch` runs one after
+  the other: as few as hold at most ``batch_size`` images each, of one
+  size (the last padded with problems that never step), so that one
+  compiled program serves them all."""
+  require(batch_size is None or batch_size >= 1,
+          f"batch_size must be >= 1, got {batch_size}")
+  m = 1 if batch_size is None else -(-n // batch_size)
+  size = -(-n // m)
+  return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
 def _ensemble(obs_list, task, config: DNCFConfig, keys, references,
@@ -426,8 +444,9 @@ def _check_scene(task, obs_shape, references, n) -> tuple[int, int, int]:
 
 
 def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
-               progress, snapshot_every: int, mesh, vectorize: str
-               ) -> list[Result]:
+               progress, snapshot_every: int, mesh, vectorize: str,
+               size: int = 1) -> list[Result]:
+  """One compiled batch of at least ``size`` problems (padding never steps)."""
   t_start = time.perf_counter()
   n = len(obs_list)
   tasks = task if isinstance(task, list) else [task] * n
@@ -439,9 +458,9 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   ref = None if references is None else np.stack(
       [np.asarray(r, np.float32) for r in references])
   multiple = 1 if mesh is None else mesh.size
-  inputs, _ = engine.pad_batch(inputs, multiple)
+  inputs, _ = engine.pad_batch(inputs, multiple, size)
   if ref is not None:
-    ref, _ = engine.pad_batch(jnp.asarray(ref), multiple)
+    ref, _ = engine.pad_batch(jnp.asarray(ref), multiple, size)
   inputs = engine.shard(inputs, mesh)
   ref = engine.shard(ref, mesh) if ref is not None else None
 
@@ -452,7 +471,8 @@ def _run_batch(obs_list, task, config: DNCFConfig, keys, references,
   state, prob = init(*inputs)
   history = engine.new_history(n)
   total = config.iterations + config.feature_iterations
-  carry = engine.Carry(state, state.it, jnp.zeros_like(state.it, bool))
+  padding = engine.shard(jnp.arange(state.it.shape[0]) >= n, mesh)
+  carry = engine.Carry(state, state.it, padding)
   run = functools.partial(_run_phase, ref=ref, history=history, n=n,
                           snapshot_every=snapshot_every, progress=progress,
                           total=total, t_start=t_start, mesh=mesh,

@@ -4,11 +4,11 @@ A photo is cut into ``tile x tile`` windows (in the scene's pixels) that
 overlap by ``overlap`` pixels; every window, with its own crop of the
 task (a mask, a flash image: ``task.window(rows, cols)``), is one image of
 :func:`solver.restore_batch`, so all tiles of a photo run in one compiled
-program, each with its own blind choice and stop (with
-``config.ensemble`` > 1, each tile's answer is its members' mean). The
-tiles' answers are blended with a window that
-rises as ``sin^2`` over the overlap, so the weights sum to one everywhere
-and no seam is left. Memory is bounded by the tiles in flight
+program (``batch_size`` of them at a time), each with its own blind
+choice and stop (with ``config.ensemble`` > 1, each tile's answer is its
+members' mean). The tiles' answers are blended with a window that rises
+as ``sin^2`` over the overlap, so the weights sum to one everywhere and
+no seam is left. Memory is bounded by the tiles in flight
 (``batch_size``), not by the photo.
 """
 
@@ -90,15 +90,23 @@ class TiledResult(NamedTuple):
   compile_seconds: float
 
 
+def grid(obs_shape, cfg: TileConfig, factor: int = 1) -> list[tuple[int, int]]:
+  """(row, col) of every tile in the observation's pixels: ``cfg.tile //
+  factor`` windows over an observation of ``obs_shape`` (a scene of
+  ``factor`` times its size), row by row."""
+  t, o = cfg.tile // factor, cfg.overlap // factor
+  return [(r, c) for r in origins(obs_shape[0], t, o)
+          for c in origins(obs_shape[1], t, o)]
+
+
 def _windows(obs_shape, task, cfg: TileConfig, factor: int):
   h, w = obs_shape[0], obs_shape[1]
-  t, o = cfg.tile // factor, cfg.overlap // factor
-  for r in origins(h, t, o):
-    for c in origins(w, t, o):
-      rows, cols = slice(r, r + min(t, h)), slice(c, c + min(t, w))
-      win = getattr(task, "window", None)
-      yield (r * factor, c * factor), rows, cols, (
-          win(rows, cols) if win else task)
+  t = cfg.tile // factor
+  win = getattr(task, "window", None)
+  for r, c in grid(obs_shape, cfg, factor):
+    rows, cols = slice(r, r + min(t, h)), slice(c, c + min(t, w))
+    yield (r * factor, c * factor), rows, cols, (
+        win(rows, cols) if win else task)
 
 
 def restore_tiled(observation, task, config: DNCFConfig = DNCFConfig(),
@@ -134,8 +142,7 @@ def restore_tiled(observation, task, config: DNCFConfig = DNCFConfig(),
                                  batch_size=batch_size, progress=progress)
   image = blend(np.stack([r.image for r in results]), starts, scene,
                 tiles.overlap)
-  chunk = batch_size or len(results)   # each chunk's results share its compile time
   return TiledResult(image, results, starts, float(results[0].noise_sigma),
                      time.perf_counter() - t0,
-                     sum(results[i].compile_seconds
-                         for i in range(0, len(results), chunk)))
+                     sum(results[part.start].compile_seconds   # one per chunk
+                         for part in solver.chunks(len(results), batch_size)))

@@ -8,6 +8,7 @@ after ``flags.adopt_module_key_flags(common)``.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from experiments import cli
 from experiments.cli import run_main  # noqa: F401  (re-exported for the commands)
 import dncf_jax as dn
 from dncf_jax import io as dio
-from dncf_jax import metrics, physics
+from dncf_jax import metrics, physics, tiles
 
 FLAGS = flags.FLAGS
 
@@ -126,6 +127,52 @@ def define_fill_flag() -> None:
                     "skimage's inpaint_biharmonic) or the harmonic one.")
 
 
+# Whole photos up to WHOLE_PIXELS scene pixels; larger ones are restored as
+# tiles of TILE pixels, TILE_PIXELS scene pixels of tiles at a time, so that
+# memory is bounded by the tiles in flight, not by the photo (peak memory
+# measured on CPU: docs/performance.md).
+WHOLE_PIXELS = 2 ** 20
+TILE = 256
+TILE_PIXELS = 2 ** 19
+
+
+def define_tile_flags() -> None:
+  """``--tile``, ``--tile_overlap``, ``--tiles_in_flight`` of the image
+  commands (:func:`dncf_jax.tiles.restore_tiled`)."""
+  flags.DEFINE_integer(
+      "tile", None, "Restore the image as overlapping tiles of this side "
+      "(scene pixels), blended without seams; 0: the whole image. Default: "
+      f"the whole image up to {WHOLE_PIXELS} scene pixels, tiles of {TILE} "
+      "above.")
+  flags.DEFINE_integer("tile_overlap", 32, "Pixels shared by neighbouring "
+                       "tiles.")
+  flags.DEFINE_integer("tiles_in_flight", None, "Tiles restored at once "
+                       f"(default: as many as hold {TILE_PIXELS} scene "
+                       "pixels); bounds the memory.")
+
+
+def scale_factor(task) -> int:
+  """The scene's pixels per observation pixel along a side."""
+  return int(getattr(task, "factor", 1))
+
+
+def tiling(task, obs_shape) -> Optional[tuple[tiles.TileConfig, int]]:
+  """``(TileConfig, tiles in flight)`` of the tile flags for an observation
+  of ``obs_shape``, or ``None`` for the whole image."""
+  h, w = task.scene_shape(tuple(obs_shape))[:2]
+  side = FLAGS.tile
+  if side is None:
+    side = TILE if h * w > WHOLE_PIXELS else 0
+  if side < 0 or (FLAGS.tiles_in_flight or 1) < 1:
+    raise ValueError(f"--tile must be >= 0 and --tiles_in_flight >= 1, got "
+                     f"{FLAGS.tile} and {FLAGS.tiles_in_flight}")
+  if side == 0 or (h <= side and w <= side):
+    return None
+  cfg = tiles.TileConfig(side, FLAGS.tile_overlap)
+  cfg.check(scale_factor(task))
+  return cfg, FLAGS.tiles_in_flight or max(1, TILE_PIXELS // side ** 2)
+
+
 def define_config_flags(**defaults) -> None:
   """One flag per :class:`dncf_jax.DNCFConfig` field (its flag name and help
   text from the field's metadata), with per-task default overrides; all of
@@ -215,16 +262,23 @@ def add_noise(clean: np.ndarray, sigma255: float, seed: int) -> np.ndarray:
 def progress_printer(log_every: int):
   """A ``progress=`` callback printing the first and last checkpoints and
   one every ``log_every`` iterations: elapsed time, ETA, losses and (with
-  a ground truth) the ORACLE PSNR of each candidate."""
-  state = {"printed": False}
+  a ground truth) the ORACLE PSNR of each candidate. A tiled run's lines
+  name the tiles running (``part``, :func:`dncf_jax.restore_batch`)."""
+  state = {"printed": False, "part": None}
 
   def show(info: dict) -> None:
     it = info["iteration"]
+    if info.get("part") != state["part"]:     # the next tiles started
+      state.update(printed=False, part=info.get("part"))
     last = it >= info["total"] or info.get("active", 1) == 0
     if state["printed"] and it % max(log_every, 1) and not last:
       return
     state["printed"] = True
-    line = (f"[{info['phase']}] {cli.progress_line(info)}, "
+    where = info["phase"]
+    if "part" in info:
+      first, end, n = info["part"]
+      where += f", tiles {first + 1}-{end} of {n}"
+    line = (f"[{where}] {cli.progress_line(info)}, "
             f"data {info['data']:.3e}, R {info['penalty']:.2e}, "
             f"gamma {info['gamma']:.1e}, y-evals {info['y_evals']:.1f}")
     if "psnr" in info:
@@ -288,7 +342,13 @@ def run_and_write(name: str, observation: np.ndarray, task,
   """
   cfg = config_from_flags()
   task.validate(observation)
+  plan = tiling(task, observation.shape)
   paths = output_paths(name)
+  if plan:
+    parts = dn.solver.chunks(
+        len(tiles.grid(observation.shape, plan[0], scale_factor(task))), plan[1])
+    print(f"{name}: as {parts[-1].stop} tiles of {plan[0].tile} pixels, "
+          f"overlap {plan[0].overlap}, {parts[0].stop} at a time", flush=True)
   if FLAGS.dry_run:
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     arrays = dict(observation=observation)
@@ -301,7 +361,6 @@ def run_and_write(name: str, observation: np.ndarray, task,
   cli.refuse_overwrite(paths.values(), FLAGS.overwrite,
                        "another --name/--output_dir")
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  import jax  # after flags, so JAX_PLATFORMS etc. from the environment apply
   cli.use_compilation_cache(FLAGS.compilation_cache)
   record = cli.run_record()
   dev = record["device"]
@@ -311,27 +370,62 @@ def run_and_write(name: str, observation: np.ndarray, task,
         f"{dev['kind']} ({dev['backend']}), at most {budget} iterations",
         flush=True)
   print("compiling (first run of this shape; cached afterwards) ...", flush=True)
+  image, run = (_tiled(observation, task, cfg, plan) if plan else
+                _whole(observation, task, cfg, ground_truth))
+  print(run["stop_reason"], flush=True)
+  out = dict(record, name=name, task=type(task).__name__, **run,
+             projected=cfg.select.project and dn.solver.projects(task),
+             fused=dn.solver.fuse_weight(cfg, task),
+             fused_with=cfg.select.fuse_with, iteration_budget=budget,
+             config=cfg.flat(), argv=sys.argv[1:])
+  panels = [observation, *extra_panels, image]
+  if ground_truth is not None:
+    out.update(metrics.scores(image, ground_truth))
+    panels.append(ground_truth)
+  out["mse_to_observation"] = float(np.mean(
+      (np.asarray(task.forward(image)) - observation) ** 2))
+  if extra_json:
+    out.update(extra_json)
+  save_png(paths["result"], image)
+  save_png(paths["panel"], panel(panels))
+  _write_json(paths["json"], out)
+  print(cli.summary(name, out, paths["json"]), flush=True)
+  return out
+
+
+def _stops(results: list, cfg: dn.DNCFConfig) -> dict:
+  """What the record says of the runs' stopping (one run, or one per tile)."""
+  budget = cfg.iterations + cfg.feature_iterations
+  sigma255 = 255.0 * results[0].noise_sigma
+  ran = [int(len(r.history["data"])) for r in results]
+  stops = [cli.stop_reason(n, budget, sigma255, cfg.select.tau,
+                           cfg.select.early_stop) for n in ran]
+  early = [n for n, (e, _) in zip(ran, stops) if e]
+  if len(results) == 1:
+    reason = stops[0][1]
+  elif not early:
+    reason = "every tile " + stops[0][1]
+  else:
+    reason = (f"{len(early)} of {len(ran)} tiles stopped early, at iterations "
+              f"{min(early)}-{max(early)} of {budget}: the discrepancy "
+              f"principle was met (sigma {sigma255:.1f}/255)")
+  return dict(stopped_early=len(early) == len(ran), stop_reason=reason,
+              noise_sigma_255=sigma255, iterations=max(ran),
+              mean_y_evals_per_step=float(np.mean(np.concatenate(
+                  [r.history["y_evals"] for r in results]))))
+
+
+def _whole(observation, task, cfg: dn.DNCFConfig, ground_truth
+           ) -> tuple[np.ndarray, dict]:
+  """``dn.restore`` of the whole image: its answer and its record."""
+  import jax
   result = dn.restore(observation, task, cfg, jax.random.key(cfg.seed),
                       reference=ground_truth,
                       progress=progress_printer(FLAGS.log_every))
-  ran = int(len(result.history["data"]))
-  early, reason = cli.stop_reason(ran, budget, 255.0 * result.noise_sigma,
-                                  cfg.select.tau, cfg.select.early_stop)
-  print(reason, flush=True)
-  out = dict(record, name=name, task=type(task).__name__,
-             chosen=result.chosen, chosen_iteration=result.chosen_iteration,
-             projected=cfg.select.project and dn.solver.projects(task),
-             fused=dn.solver.fuse_weight(cfg, task),
-             fused_with=cfg.select.fuse_with,
-             stopped_early=early, stop_reason=reason,
-             noise_sigma_255=255.0 * result.noise_sigma,
+  out = dict(chosen=result.chosen, chosen_iteration=result.chosen_iteration,
              seconds=result.seconds, compile_seconds=result.compile_seconds,
-             iterations=ran, iteration_budget=budget,
-             mean_y_evals_per_step=float(np.mean(result.history["y_evals"])),
-             config=cfg.flat(), argv=sys.argv[1:])
-  panels = [observation, *extra_panels, result.image]
+             **_stops([result], cfg))
   if ground_truth is not None:
-    out.update(metrics.scores(result.image, ground_truth))
     psnr = result.history["checkpoint_psnr"]
     best = np.unravel_index(np.argmax(psnr), psnr.shape)
     out["oracle_best_psnr"] = float(psnr[best])
@@ -340,13 +434,26 @@ def run_and_write(name: str, observation: np.ndarray, task,
         iteration=int(result.history["checkpoint_iteration"][best[0]]),
         note="best PSNR met along the run; needs the ground truth, "
              "so it is not what the method returns")
-    panels.append(ground_truth)
-  out["mse_to_observation"] = float(np.mean(
-      (np.asarray(task.forward(result.image)) - observation) ** 2))
-  if extra_json:
-    out.update(extra_json)
-  save_png(paths["result"], result.image)
-  save_png(paths["panel"], panel(panels))
-  _write_json(paths["json"], out)
-  print(cli.summary(name, out, paths["json"]), flush=True)
-  return out
+  return result.image, out
+
+
+def _tiled(observation, task, cfg: dn.DNCFConfig, plan
+           ) -> tuple[np.ndarray, dict]:
+  """:func:`dncf_jax.tiles.restore_tiled` with ``plan`` = ``(TileConfig,
+  tiles in flight)``: the blended answer and its record (each tile chose
+  its own candidate and stop)."""
+  import jax
+  cut, in_flight = plan
+  r = tiles.restore_tiled(
+      observation, task, cfg, jax.random.key(cfg.seed), cut,
+      batch_size=in_flight, progress=progress_printer(FLAGS.log_every))
+  chosen = collections.Counter(t.chosen for t in r.tiles)
+  its = sorted(int(t.chosen_iteration) for t in r.tiles)
+  return r.image, dict(
+      chosen=", ".join(f"{c} ({k} tiles)" for c, k in chosen.most_common()),
+      chosen_iteration=str(its[0]) if its[0] == its[-1] else
+      f"{its[0]}-{its[-1]}",
+      seconds=r.seconds, compile_seconds=r.compile_seconds,
+      tiles=len(r.starts), tile=cut.tile, tile_overlap=cut.overlap,
+      tiles_in_flight=in_flight,
+      **_stops(r.tiles, cfg))

@@ -18,6 +18,7 @@ common.define_guess_flags()
 flags.DEFINE_float("noise_sigma", None, "Known noise std (0-255 scale) for "
                    "the blind selection; estimated from the image if unset.")
 common.define_config_flags(**common.DENOISE_DEFAULTS)
+common.define_tile_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 

@@ -14,6 +14,7 @@ from experiments import common
 flags.DEFINE_string("flash", None, "The flash image (same size as --input).")
 flags.DEFINE_float("rho", 1.0, "Width of the Gaussian smoothing of the flash image.")
 common.define_config_flags()
+common.define_tile_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 

@@ -20,6 +20,7 @@ flags.DEFINE_boolean("score_input", True, "Score against --input (the "
                      "benchmark's inputs are whole images, masked here).")
 common.define_fill_flag()
 common.define_config_flags(**common.INPAINT_DEFAULTS)
+common.define_tile_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 

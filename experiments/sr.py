@@ -23,6 +23,7 @@ flags.DEFINE_float("rho", 0.0, "Extra Gaussian smoothing of the bicubic guess.")
 flags.DEFINE_boolean("downsample_input", False, "Treat --input as the HR "
                      "ground truth and make the LR input from it.")
 common.define_config_flags(**common.SR_DEFAULTS)
+common.define_tile_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 

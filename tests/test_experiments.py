@@ -211,12 +211,39 @@ def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
   assert p.stderr.strip() == (f"error: {path} exists; pass --overwrite or "
                               "another --name/--output_dir")
   assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
-  # --overwrite replaces it; a known sigma is given and stored on 0-255.
-  p = _run_env(env, "denoise", *args, "--overwrite", "--noise_sigma=25")
+  # --overwrite replaces it; a known sigma is given and stored on 0-255;
+  # as 9 tiles of 64 pixels, 3 at a time, blended, the answer is the whole
+  # run's within 0.5 dB (most of it the classical pair's, at two iterations)
+  p = _run_env(env, "denoise", *args, "--overwrite", "--noise_sigma=25",
+               "--tile=64", "--tile_overlap=16", "--tiles_in_flight=4")
   assert p.returncode == 0, p.stderr[-3000:]
   again = json.loads(path.read_text())
   assert again["noise_sigma_255"] == pytest.approx(25.0)
   assert "sigma 25.0/255" in p.stdout and again["time"] >= rec["time"]
+  assert p.stdout.startswith("denoise_astronaut: as 9 tiles of 64 pixels, "
+                             "overlap 16, 3 at a time\n")
+  for tiles in ("1-3", "4-6", "7-9"):
+    assert f"[image, tiles {tiles} of 9] it    2/2" in p.stdout
+  assert again["tiles"] == 9 and again["tile"] == 64
+  assert abs(again["psnr"] - rec["psnr"]) < 0.5, (again["psnr"], rec["psnr"])
+
+
+def test_large_photos_run_as_tiles_and_bad_tiles_are_a_clear_error(
+    data_dir, tmp_path):
+  """The whole image up to 2^20 scene pixels, tiles of 256 above, at most
+  2^19 pixels of them at a time; a tile the downsampler cannot take is one
+  line."""
+  args = ["--input=dip/kate.png", f"--data_dir={data_dir}", "--dry_run",
+          f"--output_dir={tmp_path}"]
+  big = _run("denoise", *args, "--resize=1100x1000")
+  assert big.returncode == 0, big.stderr[-2000:]
+  assert big.stdout.splitlines()[0] == ("denoise: as 25 tiles of 256 pixels, "
+                                        "overlap 32, 7 at a time")
+  whole = _run("denoise", *args, "--resize=1024x1024", "--overwrite")
+  assert whole.returncode == 0 and " tiles of " not in whole.stdout
+  bad = _run("sr", *args, "--downsample_input", "--tile=30")
+  assert bad.returncode == 2 and bad.stderr.strip() == (
+      "error: tile must be >= 2 and a multiple of the scale factor 4, got 30")
 
 
 def _run_env(extra_env, module, *args):

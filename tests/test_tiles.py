@@ -27,6 +27,11 @@ def test_origins_cover_the_axis_with_the_overlap():
   assert tiles.origins(321, 128, 32) == [0, 64, 129, 193]   # overlaps >= 32
   assert tiles.origins(100, 128, 32) == [0]
   assert tiles.origins(128, 128, 32) == [0]
+  # the grid, row by row; x4 super-resolution cuts the observation at a quarter
+  assert tiles.grid((321, 481, 3), tiles.TileConfig(256, 32)) == [
+      (0, 0), (0, 112), (0, 225), (65, 0), (65, 112), (65, 225)]
+  assert tiles.grid((80, 120, 3), tiles.TileConfig(256, 32), 4) == [
+      (0, 0), (0, 56), (16, 0), (16, 56)]
   w = tiles.ramp(128, 32)
   assert np.all(w > 0) and w[64] == 1.0 and np.allclose(w, w[::-1])
 
