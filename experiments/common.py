@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import sys
+import time
 from typing import Optional
 
 from absl import flags
@@ -263,8 +264,10 @@ def progress_printer(log_every: int):
   """A ``progress=`` callback printing the first and last checkpoints and
   one every ``log_every`` iterations: elapsed time, ETA, losses and (with
   a ground truth) the ORACLE PSNR of each candidate. A tiled run's lines
-  name the tiles running (``part``, :func:`dncf_jax.restore_batch`)."""
-  state = {"printed": False, "part": None}
+  name the tiles running (``part``, :func:`dncf_jax.restore_batch`) and
+  the time left for all of them at the speed so far (an upper bound when
+  tiles stop early)."""
+  state = {"printed": False, "part": None, "start": time.perf_counter()}
 
   def show(info: dict) -> None:
     it = info["iteration"]
@@ -277,7 +280,9 @@ def progress_printer(log_every: int):
     where = info["phase"]
     if "part" in info:
       first, end, n = info["part"]
-      where += f", tiles {first + 1}-{end} of {n}"
+      done = (first + (end - first) * min(it / info["total"], 1.0)) / n
+      left = (time.perf_counter() - state["start"]) * (1 - done) / done
+      where += f", tiles {first + 1}-{end} of {n}, {cli.duration(left)} left"
     line = (f"[{where}] {cli.progress_line(info)}, "
             f"data {info['data']:.3e}, R {info['penalty']:.2e}, "
             f"gamma {info['gamma']:.1e}, y-evals {info['y_evals']:.1f}")

@@ -223,7 +223,8 @@ def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
   assert p.stdout.startswith("denoise_astronaut: as 9 tiles of 64 pixels, "
                              "overlap 16, 3 at a time\n")
   for tiles in ("1-3", "4-6", "7-9"):
-    assert f"[image, tiles {tiles} of 9] it    2/2" in p.stdout
+    assert re.search(rf"\[image, tiles {tiles} of 9, [\d:]+(?: s)? left\] it    2/2",
+                     p.stdout), p.stdout
   assert again["tiles"] == 9 and again["tile"] == 64
   assert abs(again["psnr"] - rec["psnr"]) < 0.5, (again["psnr"], rec["psnr"])
 
