@@ -422,7 +422,11 @@ def pad_batch(tree: PyTree, multiple: int, size: int = 1
   pad += (-(n + pad)) % multiple
   if not pad:
     return tree, n
-  grow = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+
+  def grow(a):   # numpy stays numpy: the signature of an unpadded batch
+    xp = np if isinstance(a, np.ndarray) else jnp
+    return xp.concatenate([a, xp.repeat(a[-1:], pad, axis=0)])
+
   return jax.tree_util.tree_map(grow, tree), n
 
 
