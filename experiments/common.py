@@ -264,15 +264,16 @@ def progress_printer(log_every: int):
   """A ``progress=`` callback printing the first and last checkpoints and
   one every ``log_every`` iterations: elapsed time, ETA, losses and (with
   a ground truth) the ORACLE PSNR of each candidate. A tiled run's lines
-  name the tiles running (``part``, :func:`dncf_jax.restore_batch`) and
-  the time left for all of them at the speed so far (an upper bound when
-  tiles stop early)."""
+  name the tiles running (``part``, :func:`dncf_jax.restore_batch`) and,
+  from the second part on, the time left for all of them at the pace of
+  the parts done."""
   state = {"printed": False, "part": None, "start": time.perf_counter()}
 
   def show(info: dict) -> None:
     it = info["iteration"]
     if info.get("part") != state["part"]:     # the next tiles started
-      state.update(printed=False, part=info.get("part"))
+      state.update(printed=False, part=info.get("part"),
+                   since=time.perf_counter())
     last = it >= info["total"] or info.get("active", 1) == 0
     if state["printed"] and it % max(log_every, 1) and not last:
       return
@@ -280,9 +281,11 @@ def progress_printer(log_every: int):
     where = info["phase"]
     if "part" in info:
       first, end, n = info["part"]
-      done = (first + (end - first) * min(it / info["total"], 1.0)) / n
-      left = (time.perf_counter() - state["start"]) * (1 - done) / done
-      where += f", tiles {first + 1}-{end} of {n}, {cli.duration(left)} left"
+      where += f", tiles {first + 1}-{end} of {n}"
+      if first:
+        per_tile = (state["since"] - state["start"]) / first
+        left = per_tile * (n - first) - (time.perf_counter() - state["since"])
+        where += f", about {cli.duration(left)} left"
     line = (f"[{where}] {cli.progress_line(info)}, "
             f"data {info['data']:.3e}, R {info['penalty']:.2e}, "
             f"gamma {info['gamma']:.1e}, y-evals {info['y_evals']:.1f}")
