@@ -90,6 +90,12 @@ class TiledResult(NamedTuple):
   compile_seconds: float
 
 
+def scale_factor(task) -> int:
+  """The scene's pixels per observation pixel along a side (``factor`` of
+  a super-resolution task, else 1)."""
+  return int(getattr(task, "factor", 1))
+
+
 def grid(obs_shape, cfg: TileConfig, factor: int = 1) -> list[tuple[int, int]]:
   """(row, col) of every tile in the observation's pixels: ``cfg.tile //
   factor`` windows over an observation of ``obs_shape`` (a scene of
@@ -122,7 +128,7 @@ def restore_tiled(observation, task, config: DNCFConfig = DNCFConfig(),
   """
   t0 = time.perf_counter()
   task.validate(observation)
-  factor = int(getattr(task, "factor", 1))
+  factor = scale_factor(task)
   tiles.check(factor)
   obs = np.asarray(observation, np.float32)
   if getattr(task, "noise_sigma", 0.0) is None:

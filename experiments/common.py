@@ -152,11 +152,6 @@ def define_tile_flags() -> None:
                        "pixels); bounds the memory.")
 
 
-def scale_factor(task) -> int:
-  """The scene's pixels per observation pixel along a side."""
-  return int(getattr(task, "factor", 1))
-
-
 def tiling(task, obs_shape) -> Optional[tuple[tiles.TileConfig, int]]:
   """``(TileConfig, tiles in flight)`` of the tile flags for an observation
   of ``obs_shape``, or ``None`` for the whole image."""
@@ -170,7 +165,7 @@ def tiling(task, obs_shape) -> Optional[tuple[tiles.TileConfig, int]]:
   if side == 0 or (h <= side and w <= side):
     return None
   cfg = tiles.TileConfig(side, FLAGS.tile_overlap)
-  cfg.check(scale_factor(task))
+  cfg.check(tiles.scale_factor(task))
   return cfg, FLAGS.tiles_in_flight or max(1, TILE_PIXELS // side ** 2)
 
 
@@ -353,8 +348,8 @@ def run_and_write(name: str, observation: np.ndarray, task,
   plan = tiling(task, observation.shape)
   paths = output_paths(name)
   if plan:
-    parts = dn.solver.chunks(
-        len(tiles.grid(observation.shape, plan[0], scale_factor(task))), plan[1])
+    cut = tiles.grid(observation.shape, plan[0], tiles.scale_factor(task))
+    parts = dn.solver.chunks(len(cut), plan[1])
     print(f"{name}: as {parts[-1].stop} tiles of {plan[0].tile} pixels, "
           f"overlap {plan[0].overlap}, {parts[0].stop} at a time", flush=True)
   if FLAGS.dry_run:
