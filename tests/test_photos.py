@@ -104,6 +104,27 @@ def test_photos_nlm_and_dip_with_their_oracle(tmp_path):
   assert bad.returncode == 2 and "--nlm_guess must be >= 0" in bad.stderr
 
 
+@pytest.mark.slow
+def test_default_denoising_of_a_photo_beats_g_and_blind_tv(tmp_path):
+  """A 192x256 photo at sigma 25, end to end with the commands' default
+  configuration (the photos command runs what ``experiments.denoise
+  --input=photo.png`` runs): above its first guess and TV's blind weight.
+  About 4 minutes on 2 cores (measured: 29.76 dB, G 27.22, TV 28.05)."""
+  import skimage.data
+  folder = tmp_path / "data" / "bsd20"
+  folder.mkdir(parents=True)
+  cat = skimage.data.chelsea()                        # 300x451, bundled
+  Image.fromarray(cat[54:246, 97:353]).save(folder / "chelsea.png")
+  p = _run(f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path}",
+           "--tasks=denoise25", "--methods=G,tv,dncf", "--compilation_cache=")
+  assert p.returncode == 0, p.stderr[-3000:]
+  recs = {r["method"]: r for r in json.loads(
+      (tmp_path / "photos" / "photos.json").read_text())["records"]}
+  assert recs["dncf"]["fused"] == 0.75 and recs["dncf"]["iterations"] <= 600
+  psnr = {m: r["psnr"] for m, r in recs.items()}
+  assert psnr["dncf"] > psnr["G"] + 1.0 and psnr["dncf"] > psnr["tv"] + 0.5, psnr
+
+
 def test_photos_bad_input_is_one_line(tmp_path):
   empty = tmp_path / "empty"
   (empty / "bsd20").mkdir(parents=True)

@@ -157,14 +157,17 @@ def tv_objective(x, observation, lam: float, task=None) -> Array:
 
 def lipschitz(task, observation, iters: int = 30) -> float:
   """Largest eigenvalue of ``A^T W A`` by power iteration (for the FISTA step)."""
-  obs = jnp.asarray(observation, jnp.float32)
-  scene = task.scene_shape(obs.shape)
+  return float(_power(task, int(iters))(jnp.asarray(observation, jnp.float32)))
 
+
+@functools.lru_cache(maxsize=16)
+def _power(task, iters):
+  """The jitted power iteration, kept per (task, budget) like :func:`_fista`."""
   @jax.jit
-  def run():
+  def run(obs):
     w = task.weights(obs)
     op = lambda x: jax.vjp(task.forward, x)[1](w * task.forward(x))[0]
-    x0 = jax.random.uniform(jax.random.key(0), scene) + 0.1
+    x0 = jax.random.uniform(jax.random.key(0), task.scene_shape(obs.shape)) + 0.1
 
     def body(_, x):
       y = op(x)
@@ -173,7 +176,7 @@ def lipschitz(task, observation, iters: int = 30) -> float:
     x = jax.lax.fori_loop(0, iters, body, x0 / jnp.linalg.norm(x0))
     return jnp.vdot(x, op(x))
 
-  return float(run())
+  return run
 
 
 def tv_restore(observation, task, lam: float, iters: int = 100,
