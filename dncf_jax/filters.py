@@ -49,12 +49,35 @@ def separable_filter(x: Array, kh: np.ndarray, kw: np.ndarray) -> Array:
   if rh >= h or rw >= w:
     raise ValueError(
         f"filter of radius ({rh}, {rw}) is too wide for an image of {h}x{w}")
+  if max(len(kh), len(kw)) > WIDE_TAPS:
+    # Wide kernels as two products with (n, n) filter matrices: a sum of
+    # hundreds of shifted copies would make a program XLA compiles slowly.
+    hi = jax.lax.Precision.HIGHEST
+    rows = jnp.einsum("ij,jwc->iwc", _filter_matrix(h, kh, x.dtype), x,
+                      precision=hi)
+    return jnp.einsum("wj,ijc->iwc", _filter_matrix(w, kw, x.dtype), rows,
+                      precision=hi)
   xp = _reflect_pad(x, rh, rw)
   kh = jnp.asarray(kh, x.dtype)
   kw = jnp.asarray(kw, x.dtype)
   # Row pass then column pass, as a sum of shifted copies (tiny kernels).
   rows = sum(kh[i] * xp[i:i + h] for i in range(len(kh)))
   return sum(kw[j] * rows[:, j:j + w] for j in range(len(kw)))
+
+
+WIDE_TAPS = 25   # filters with more taps than this run as matrix products
+
+
+def _filter_matrix(n: int, k: np.ndarray, dtype) -> Array:
+  """``M`` (n, n) with ``M @ v`` = ``v`` filtered by the taps ``k`` with
+  reflected borders (``_reflect_pad``'s)."""
+  r = len(k) // 2
+  src = np.abs(np.arange(n)[:, None] + np.arange(-r, r + 1)[None, :])
+  src = np.where(src > n - 1, 2 * (n - 1) - src, src)
+  m = np.zeros((n, n), np.float64)
+  np.add.at(m, (np.repeat(np.arange(n), 2 * r + 1), src.ravel()),
+            np.tile(np.asarray(k, np.float64), n))
+  return jnp.asarray(m, dtype)
 
 
 def gaussian_blur(x: Array, sigma: float) -> Array:

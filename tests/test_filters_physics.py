@@ -33,6 +33,18 @@ def test_gaussian_blur_keeps_constants_and_reduces_noise():
   assert float(jnp.std(filters.gaussian_blur(n, 1.0))) < 0.5 * float(jnp.std(n))
 
 
+@pytest.mark.parametrize("sigma", [1.0, 6.0])   # 7 taps: shifted copies; 37: matrices
+def test_gaussian_blur_matches_scipy_with_reflected_borders(sigma):
+  from scipy.ndimage import convolve1d
+  x = _rand(40, 56)
+  k = filters.gaussian_kernel1d(sigma)
+  assert (len(k) > filters.WIDE_TAPS) == (sigma > 4)
+  ref = convolve1d(convolve1d(x, k, axis=0, mode="mirror"), k, axis=1,
+                   mode="mirror")
+  ours = np.asarray(filters.gaussian_blur(jnp.asarray(x), sigma))
+  np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
 def test_smooth_fill_keeps_known_pixels_and_interpolates():
   x = jnp.asarray(np.tile(np.linspace(0, 1, 32)[None, :, None], (32, 1, 3)), jnp.float32)
   mask = np.ones((32, 32), np.float32)
