@@ -39,6 +39,9 @@ def _reflect_pad(x: Array, ph: int, pw: int) -> Array:
   return jnp.pad(x, ((ph, ph), (pw, pw), (0, 0)), mode="reflect")
 
 
+WIDE_TAPS = 25   # separable filters with more taps run as matrix products
+
+
 def separable_filter(x: Array, kh: np.ndarray, kw: np.ndarray) -> Array:
   """Filters ``x`` (H, W, C) with ``kh`` along rows and ``kw`` along columns.
 
@@ -65,19 +68,21 @@ def separable_filter(x: Array, kh: np.ndarray, kw: np.ndarray) -> Array:
   return sum(kw[j] * rows[:, j:j + w] for j in range(len(kw)))
 
 
-WIDE_TAPS = 25   # filters with more taps than this run as matrix products
-
-
 def _filter_matrix(n: int, k: np.ndarray, dtype) -> Array:
   """``M`` (n, n) with ``M @ v`` = ``v`` filtered by the taps ``k`` with
   reflected borders (``_reflect_pad``'s)."""
+  return jnp.asarray(_filter_matrix_np(n, tuple(np.asarray(k, np.float64))),
+                     dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_matrix_np(n: int, k: tuple) -> np.ndarray:
   r = len(k) // 2
   src = np.abs(np.arange(n)[:, None] + np.arange(-r, r + 1)[None, :])
   src = np.where(src > n - 1, 2 * (n - 1) - src, src)
-  m = np.zeros((n, n), np.float64)
-  np.add.at(m, (np.repeat(np.arange(n), 2 * r + 1), src.ravel()),
-            np.tile(np.asarray(k, np.float64), n))
-  return jnp.asarray(m, dtype)
+  flat = (np.arange(n)[:, None] * n + src).ravel()
+  m = np.bincount(flat, np.tile(k, n), minlength=n * n).reshape(n, n)
+  return m.astype(np.float32)
 
 
 def gaussian_blur(x: Array, sigma: float) -> Array:
