@@ -78,8 +78,9 @@ def _filter_matrix(n: int, k: np.ndarray, dtype) -> Array:
 @functools.lru_cache(maxsize=16)
 def _filter_matrix_np(n: int, k: tuple) -> np.ndarray:
   r = len(k) // 2
-  src = np.abs(np.arange(n)[:, None] + np.arange(-r, r + 1)[None, :])
-  src = np.where(src > n - 1, 2 * (n - 1) - src, src)
+  # the source pixel of every tap, by the same reflection as _reflect_pad
+  src = np.lib.stride_tricks.sliding_window_view(
+      np.pad(np.arange(n), r, mode="reflect"), 2 * r + 1)
   flat = (np.arange(n)[:, None] * n + src).ravel()
   m = np.bincount(flat, np.tile(k, n), minlength=n * n).reshape(n, n)
   return m.astype(np.float32)
@@ -187,9 +188,11 @@ def smooth_fill(x: Array, mask: Array, iterations: int = 400) -> Array:
   fill = jnp.full_like(x, jnp.sum(known) / jnp.maximum(jnp.sum(mask), 1.0))
   max_sigma = max(x.shape[0], x.shape[1]) / 8.0
   sigma = max_sigma
+  both = jnp.concatenate([known, mask], axis=-1)   # one blur per scale
+  c = x.shape[-1]
   while sigma >= 1.0:
-    num = gaussian_blur(known, sigma)
-    den = gaussian_blur(mask, sigma)
+    blurred = gaussian_blur(both, sigma)
+    num, den = blurred[..., :c], blurred[..., c:]
     fill = jnp.where(den > 1e-3, num / jnp.maximum(den, 1e-3), fill)
     sigma /= 2.0
   z = mask * x + (1 - mask) * fill
