@@ -184,7 +184,8 @@ def test_a_run_reports_progress_writes_its_record_and_keeps_its_results(
   assert p.returncode == 0, p.stderr[-3000:]
   lines = p.stdout.strip().splitlines()
   assert lines[1].startswith("compiling (first run of this shape")
-  assert re.search(r"it +1/2, \d+ s elapsed, ETA \d+ s, ", p.stdout)
+  took = r"(?:\d+ s|\d+:\d\d)"   # cli.duration: 42 s, or 1:23 past a minute
+  assert re.search(rf"it +1/2, {took} elapsed, ETA {took}, ", p.stdout)
   assert "ran the full budget of 2 iterations" in p.stdout
   path = tmp_path / "denoise_astronaut.json"
   assert re.fullmatch(
